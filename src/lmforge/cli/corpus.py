@@ -1,0 +1,45 @@
+"""`lmforge corpus stats|export`: look at a corpus the way training will see it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("corpus", help="statistics or a plain-text export of a corpus")
+    cmds = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    stats = cmds.add_parser("stats", help="documents, characters and the train/valid split")
+    stats.add_argument("corpus", nargs="*", default=["shakespeare"])
+    stats.set_defaults(run=run_stats)
+    export = cmds.add_parser("export", help="write train.txt and valid.txt")
+    export.add_argument("corpus", nargs="*", default=["shakespeare"])
+    export.add_argument("--output", required=True, help="directory to write into")
+    export.set_defaults(run=run_export)
+
+
+def run_stats(args, extra) -> int:
+    from lmforge.text import load_corpus
+
+    train, valid = load_corpus(args.corpus)
+    for name, docs in (("train", train), ("valid", valid)):
+        chars = sum(len(d.text) for d in docs)
+        size = sum(len(d.text.encode("utf-8")) for d in docs)
+        print(f"{name}: {len(docs)} documents, {chars:,} characters, {size:,} bytes")
+        genres = sorted({d.genre for d in docs if d.genre})
+        if genres:
+            print(f"  genres: {', '.join(genres)}")
+        if name == "valid" and any(d.title for d in docs):
+            print(f"  held out: {', '.join(d.title for d in docs)}")
+    return 0
+
+
+def run_export(args, extra) -> int:
+    from lmforge.fileio import write_text
+    from lmforge.text import load_corpus
+
+    train, valid = load_corpus(args.corpus)
+    for name, docs in (("train", train), ("valid", valid)):
+        path = Path(args.output) / f"{name}.txt"
+        write_text(path, "\n".join(d.text for d in docs))
+        print(f"wrote {path}")
+    return 0

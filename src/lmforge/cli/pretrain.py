@@ -1,0 +1,48 @@
+"""`lmforge pretrain PRESET [--resume] [--section.key=value ...]`"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lmforge.config import describe_fields, load_config, parse_overrides, preset_names
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="corpus -> tokenizer -> shards -> GPT -> held-out bits per byte -> sample",
+        description="Pretrain a GPT from a preset, end to end, into runs/<run.name>/.",
+        epilog="presets: "
+        + ", ".join(preset_names())
+        + "\n\nconfig overrides (--key=value):\n"
+        + describe_fields(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("preset", help="preset name or path of a YAML config")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run, accepts_overrides=True)
+
+
+def run(args, extra: list[str]) -> int:
+    from lmforge.train.pretrain import pretrain
+    from lmforge.train.trainer import TrainingInterrupted
+
+    cfg = load_config(args.preset, parse_overrides(extra))
+    try:
+        result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    except TrainingInterrupted as e:
+        print(
+            f"lmforge: {e} in {cfg.run_dir}; continue with: lmforge pretrain {args.preset} "
+            f"--run.name={cfg.run.name} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"\n--- sample ({cfg.run_dir}/samples.txt) ---\n{result['sample']}\n---")
+    print(
+        f"held-out loss {result['valid_loss_nats_per_token']:.4f} nats/token, "
+        f"{result['valid_bits_per_byte']:.4f} bits per byte "
+        f"({result['steps']} steps, {result['minutes']:.1f} min) -> {cfg.run_dir}"
+    )
+    return 0

@@ -1,0 +1,264 @@
+"""Typed configs: dataclass-like sections validated by pydantic, YAML presets, dotted overrides.
+
+A run is described by one `Config` with four sections (`model`, `data`, `train`, `run`).
+Presets are YAML files in `lmforge/configs/`; any field can be overridden on the command line
+as `--section.field=value` (the value is parsed as YAML, so `6`, `true`, `[a, b]` work).
+Every mistake becomes an `LmforgeError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmforge.errors import LmforgeError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """Shape of the Transformer."""
+
+    vocab_size: int = Field(0, ge=0, description="vocabulary size; 0 takes it from the tokenizer")
+    block_size: int = Field(256, ge=1, description="context length in tokens")
+    n_layer: int = Field(6, ge=1, description="number of Transformer blocks")
+    n_head: int = Field(6, ge=1, description="attention heads per block")
+    n_embd: int = Field(384, ge=1, description="model width (must be divisible by n_head)")
+    mlp_ratio: int = Field(4, ge=1, description="MLP hidden width as a multiple of n_embd")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
+    bias: bool = Field(True, description="bias terms in linear layers and LayerNorms")
+    tie_embeddings: bool = Field(True, description="share the input embedding and output head")
+    attention: Literal["sdpa", "explicit"] = Field(
+        "sdpa",
+        description="fused scaled_dot_product_attention, or the explicit softmax(QK^T/sqrt(d))V",
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.n_embd % self.n_head:
+            fits = [h for h in range(1, self.n_embd + 1) if self.n_embd % h == 0 and h <= 32]
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"pick n_head from {fits} or change n_embd"
+            )
+        return self
+
+
+class DataConfig(Section):
+    """Where the text comes from and how it becomes tokens."""
+
+    corpus: list[str] = Field(
+        ["shakespeare"],
+        description="'shakespeare' (built in), or .txt/.jsonl files, directories and globs",
+    )
+    text_field: str = Field("text", description="field holding the text in .jsonl files")
+    invalid_utf8: Literal["error", "replace"] = Field(
+        "error", description="on bytes that are not UTF-8: stop with an error, or replace them"
+    )
+    valid_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="share of documents held out (user corpora only)"
+    )
+    tokenizer: Literal["char"] = Field("char", description="tokenizer algorithm")
+
+    @field_validator("corpus", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("corpus")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one corpus: 'shakespeare' or a file, directory or glob")
+        return value
+
+
+class TrainConfig(Section):
+    """The optimisation loop."""
+
+    max_steps: int = Field(2000, ge=1, description="optimizer steps; the LR schedule spans them")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="time budget: the LR schedule decays by the deadline, then training stops",
+    )
+    batch_size: int = Field(16, ge=1, description="sequences per micro-batch")
+    grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of the peak")
+    warmup_steps: int = Field(100, ge=0, description="linear warmup steps before cosine decay")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decoupled weight decay (matrices)")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
+    beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2")
+    grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm; 0 disables")
+    eval_interval: int = Field(250, ge=1, description="evaluate every N steps")
+    eval_batches: int = Field(20, ge=1, description="batches per periodic evaluation")
+    log_interval: int = Field(10, ge=1, description="write a metrics line every N steps")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16 autocast where the hardware has fast bf16 (auto), or force one"
+    )
+    compile: bool = Field(False, description="wrap the model in torch.compile")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train")
+    seed: int = Field(1337, description="seed for weights, data order and dropout")
+
+
+class RunConfig(Section):
+    """Where results go and what to show at the end."""
+
+    name: str = Field("default", min_length=1, description="run directory name under out_dir")
+    out_dir: str = Field("runs", description="parent directory of run directories")
+    overwrite: bool = Field(False, description="replace an existing run directory")
+    sample_prompt: str = Field("\n", description="prompt for the sample written at the end")
+    sample_tokens: int = Field(300, ge=0, description="tokens to generate for the final sample")
+    sample_temperature: float = Field(0.8, gt=0, description="sampling temperature")
+    sample_top_k: int = Field(50, ge=0, description="keep the k most likely tokens; 0 keeps all")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if "/" in value or value in {".", ".."}:
+            raise ValueError("use a plain directory name (no '/'); set run.out_dir for the parent")
+        return value
+
+
+class Config(Section):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.run.name
+
+
+# ---------------------------------------------------------------- presets and overrides
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("lmforge") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(source: str) -> dict:
+    path = Path(source)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            raise LmforgeError(f"config file not found: {source}")
+        text = path.read_text(encoding="utf-8")
+    elif source in preset_names():
+        text = (resources.files("lmforge") / "configs" / f"{source}.yaml").read_text("utf-8")
+    else:
+        raise LmforgeError(
+            f"unknown preset '{source}'; choose one of {', '.join(preset_names())} "
+            "or give the path of a .yaml file"
+        )
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise LmforgeError(
+            f"{source}: not valid YAML ({e.__class__.__name__}); fix the file"
+        ) from e
+    if not isinstance(data, dict):
+        raise LmforgeError(
+            f"{source}: a config must be a mapping of sections (model:, train:, ...)"
+        )
+    return data
+
+
+def _parse_value(raw: str) -> Any:
+    """Lists and mappings are YAML; null is None; any other value stays a string, which
+    validation then coerces to the field's type ('6' -> 6, 'true' -> True, '1e-3' -> 0.001)."""
+    if raw.lstrip().startswith(("[", "{")):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise LmforgeError(f"cannot parse '{raw}' as a YAML list or mapping") from None
+    return None if raw.strip().lower() in {"null", "none", "~"} else raw
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """['--model.n_layer=6', '--train.seed', '3'] -> {'model.n_layer': '6', 'train.seed': '3'}"""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            raise LmforgeError(
+                f"unexpected argument '{arg}'; config overrides look like --section.key=value "
+                "(e.g. --model.n_layer=6)"
+            )
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            key, raw = arg[2:], args[i + 1]
+            i += 1
+        else:
+            raise LmforgeError(f"override '{arg}' has no value; write {arg}=VALUE")
+        out[key] = _parse_value(raw)
+        i += 1
+    return out
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise LmforgeError(f"cannot set '{key}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _explain(error: ValidationError, model: type[BaseModel]) -> str:
+    """One line per problem, naming the dotted key and what would be valid."""
+    lines = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            owner: type[BaseModel] = model
+            for part in err["loc"][:-1]:
+                owner = owner.model_fields[part].annotation  # type: ignore[assignment]
+            valid = list(owner.model_fields)
+            guess = difflib.get_close_matches(str(err["loc"][-1]), valid, n=1)
+            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+            lines.append(f"unknown config key '{loc}'{hint}; valid keys: {', '.join(valid)}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            where = f"config key '{loc}'" if loc else "config"
+            shown = f" = {err['input']!r}" if loc and not isinstance(err["input"], dict) else ""
+            lines.append(f"bad value for {where}{shown}: {msg}")
+    return "; ".join(lines)
+
+
+def build_config(data: dict, overrides: dict[str, Any] | None = None) -> Config:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise LmforgeError(_explain(e, Config)) from None
+
+
+def load_config(source: str, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a preset name or YAML path, apply dotted overrides, validate."""
+    return build_config(_read_yaml(source), overrides)
+
+
+def describe_fields() -> str:
+    """Help text for every overridable key, generated from the field definitions."""
+    lines = []
+    for section, field in Config.model_fields.items():
+        cls = field.annotation
+        for name, f in cls.model_fields.items():  # type: ignore[union-attr]
+            lines.append(f"  --{section}.{name}={f.default!r}  {f.description or ''}")
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""Training windows: random (x, y) pairs drawn reproducibly from a token stream.
+
+The window offsets for optimizer step s and micro-batch m come from a generator seeded with
+(seed, s, m), so the data position is just the step number: resuming at step s draws exactly
+the batches an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from lmforge.errors import LmforgeError
+
+
+class WindowSampler:
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int):
+        if len(tokens) < block_size + 2:
+            raise LmforgeError(
+                f"the token stream has {len(tokens)} tokens, too few for windows of "
+                f"{block_size}; give more text or lower --model.block_size"
+            )
+        self.tokens, self.block_size, self.batch_size, self.seed = (
+            tokens,
+            block_size,
+            batch_size,
+            seed,
+        )
+
+    def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step, micro])
+        starts = rng.integers(0, len(self.tokens) - self.block_size - 1, self.batch_size)
+        rows = np.stack([self.tokens[s : s + self.block_size + 1] for s in starts]).astype(np.int64)
+        rows = torch.from_numpy(rows)
+        return rows[:, :-1], rows[:, 1:]
+
+
+def eval_windows(
+    tokens: np.ndarray, block_size: int, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive non-overlapping windows that predict every token after the first once."""
+    n_windows = (len(tokens) - 1) // block_size
+    for first in range(0, n_windows, batch_size):
+        rows = [
+            tokens[i * block_size : (i + 1) * block_size + 1]
+            for i in range(first, min(first + batch_size, n_windows))
+        ]
+        rows = torch.from_numpy(np.stack(rows).astype(np.int64))
+        yield rows[:, :-1], rows[:, 1:]
+    rest = tokens[n_windows * block_size :]
+    if len(rest) > 1:
+        rest = torch.from_numpy(np.asarray(rest, dtype=np.int64))[None]
+        yield rest[:, :-1], rest[:, 1:]

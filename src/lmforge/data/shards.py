@@ -1,0 +1,72 @@
+"""Token shards: one flat numpy memmap per split plus a small JSON header.
+
+`<split>.bin` holds the token ids of every document, each preceded by the end-of-text token,
+as uint16 when the vocabulary fits in 16 bits and uint32 otherwise. `<split>.json` records
+dtype, token count, text bytes and documents, so readers need no guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmforge.errors import LmforgeError
+from lmforge.fileio import atomic_path, write_json
+
+
+@dataclass
+class ShardInfo:
+    dtype: str
+    tokens: int
+    text_bytes: int
+    documents: int
+    vocab_size: int
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def write_split(
+    directory: str | Path,
+    split: str,
+    token_arrays: Iterable[tuple[np.ndarray, int]],
+    vocab_size: int,
+    separator: int | None,
+) -> ShardInfo:
+    """Write (ids, text_bytes) pairs, one per document, as `<split>.bin` and `<split>.json`."""
+    directory = Path(directory)
+    dtype = dtype_for(vocab_size)
+    tokens = text_bytes = documents = 0
+    with atomic_path(directory / f"{split}.bin") as tmp, open(tmp, "wb") as f:
+        for ids, n_bytes in token_arrays:
+            if separator is not None:
+                ids = np.concatenate([[separator], ids])
+            f.write(np.asarray(ids, dtype=dtype).tobytes())
+            tokens += len(ids)
+            text_bytes += n_bytes
+            documents += 1
+    info = ShardInfo(dtype.name, tokens, text_bytes, documents, vocab_size)
+    write_json(directory / f"{split}.json", asdict(info))
+    return info
+
+
+def open_split(directory: str | Path, split: str) -> tuple[np.memmap, ShardInfo]:
+    directory = Path(directory)
+    try:
+        info = ShardInfo(**json.loads((directory / f"{split}.json").read_text("utf-8")))
+        tokens = np.memmap(directory / f"{split}.bin", dtype=info.dtype, mode="r")
+    except (OSError, ValueError, TypeError) as e:
+        raise LmforgeError(
+            f"token shard '{split}' in {directory} is missing or corrupt ({e}); rebuild the run"
+        ) from None
+    if len(tokens) != info.tokens:
+        raise LmforgeError(
+            f"{directory / split}.bin holds {len(tokens)} tokens, its header says {info.tokens}; "
+            "it is truncated: rebuild the shards"
+        )
+    return tokens, info

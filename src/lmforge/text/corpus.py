@@ -1,0 +1,134 @@
+"""User corpora: .txt files (one document each), .jsonl files (one document per line),
+directories (searched recursively for both) and globs.
+
+Text must be UTF-8. Invalid bytes stop the run with the file and byte offset, unless the user
+asks for them to be replaced with U+FFFD.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+
+SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass
+class Document:
+    text: str
+    source: str  # file path (with :line for jsonl) or play slug
+    title: str = ""
+    genre: str = ""
+
+
+def _expand(spec: str) -> list[Path]:
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        if not files:
+            raise LmforgeError(f"directory {spec} holds no .txt or .jsonl files")
+        return files
+    if path.is_file():
+        if path.suffix not in SUFFIXES:
+            raise LmforgeError(f"{spec}: unsupported file type; use .txt or .jsonl")
+        return [path]
+    if glob.has_magic(spec):
+        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        files = [p for p in files if p.suffix in SUFFIXES]
+        if not files:
+            raise LmforgeError(f"no .txt or .jsonl files match '{spec}'")
+        return files
+    raise LmforgeError(f"corpus file not found: {spec}")
+
+
+def _decode(path: Path, data: bytes, invalid_utf8: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if invalid_utf8 == "replace":
+            return data.decode("utf-8", errors="replace")
+        raise LmforgeError(
+            f"{path}: invalid UTF-8 at byte {e.start}; convert the file to UTF-8 "
+            "or pass --data.invalid_utf8=replace"
+        ) from None
+
+
+def _read_jsonl(path: Path, text: str, text_field: str) -> list[Document]:
+    docs = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LmforgeError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or text_field not in record:
+            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+            raise LmforgeError(
+                f"{path}:{lineno}: no '{text_field}' field (found: {fields}); "
+                "set --data.text_field to the field that holds the text"
+            )
+        if not isinstance(record[text_field], str):
+            raise LmforgeError(f"{path}:{lineno}: field '{text_field}' is not a string")
+        docs.append(Document(text=record[text_field], source=f"{path}:{lineno}"))
+    return docs
+
+
+def read_documents(
+    specs: list[str], text_field: str = "text", invalid_utf8: str = "error"
+) -> list[Document]:
+    """Read every document named by `specs`; empty documents are dropped."""
+    docs: list[Document] = []
+    for spec in specs:
+        for path in _expand(spec):
+            text = _decode(path, path.read_bytes(), invalid_utf8).replace("\r\n", "\n")
+            if path.suffix == ".jsonl":
+                docs.extend(_read_jsonl(path, text, text_field))
+            else:
+                docs.append(Document(text=text, source=str(path), title=path.stem))
+    docs = [d for d in docs if d.text.strip()]
+    if not docs:
+        raise LmforgeError(f"the corpus {', '.join(specs)} holds no text; give non-empty files")
+    return docs
+
+
+def split_documents(
+    docs: list[Document], valid_fraction: float
+) -> tuple[list[Document], list[Document]]:
+    """Hold out whole documents (every k-th); a single document is split at a line near the end."""
+    if len(docs) >= 2:
+        every = max(2, round(1 / valid_fraction))
+        valid = docs[every - 1 :: every] or docs[-1:]
+        train = [d for d in docs if not any(d is v for v in valid)]
+        return train, valid
+    doc = docs[0]
+    cut = doc.text.rfind("\n", 0, int(len(doc.text) * (1 - valid_fraction))) + 1 or int(
+        len(doc.text) * (1 - valid_fraction)
+    )
+    head, tail = doc.text[:cut], doc.text[cut:]
+    if not head.strip() or not tail.strip():
+        raise LmforgeError(
+            f"{doc.source} is too short to hold out {valid_fraction:.0%} for validation; "
+            "give more text"
+        )
+    return [Document(head, doc.source, doc.title)], [Document(tail, doc.source, doc.title)]
+
+
+def load_corpus(
+    specs: list[str],
+    text_field: str = "text",
+    invalid_utf8: str = "error",
+    valid_fraction: float = 0.1,
+) -> tuple[list[Document], list[Document]]:
+    """(train, valid) documents for a corpus spec; 'shakespeare' names the built-in corpus."""
+    if specs == ["shakespeare"]:
+        from lmforge.text.shakespeare import load_shakespeare
+
+        return load_shakespeare()
+    if "shakespeare" in specs:
+        raise LmforgeError("the built-in corpus 'shakespeare' cannot be mixed with files")
+    return split_documents(read_documents(specs, text_field, invalid_utf8), valid_fraction)

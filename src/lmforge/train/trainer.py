@@ -1,0 +1,213 @@
+"""The training loop: causal LM cross-entropy, AdamW, warmup+cosine, clipping, accumulation,
+periodic evaluation, checkpoints, a time budget, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lmforge.config import TrainConfig
+from lmforge.data import WindowSampler
+from lmforge.device import autocast
+from lmforge.train.checkpoint import load_checkpoint, save_checkpoint
+from lmforge.train.metrics import MetricsLog
+from lmforge.train.optim import build_optimizer, lr_at
+
+
+class TrainingInterrupted(Exception):
+    """Raised after Ctrl-C once the checkpoint is safely on disk."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at step {step}; checkpoint saved")
+        self.step = step
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimizer steps completed
+    losses: list[float]  # training loss of each step run in this call
+    stopped_by_budget: bool
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Causal LM cross-entropy in nats per token."""
+    return F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    token_bytes: torch.Tensor,
+    device: torch.device,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """Mean loss (nats/token) and bits per byte over `batches`.
+
+    Bits per byte = total nats / ln 2 / UTF-8 bytes of the predicted tokens; tokens with no
+    bytes (end-of-text and other specials) are left out of both sums, so the figure does not
+    depend on how the text was tokenized.
+    """
+    was_training = model.training
+    model.eval()
+    nats = bytes_ = 0.0
+    tokens = 0
+    token_bytes = token_bytes.to(device)
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with autocast(device, precision):
+            logits = model(x)
+        loss = lm_loss(logits, y, reduction="none")
+        nbytes = token_bytes[y.reshape(-1)]
+        counted = nbytes > 0
+        nats += loss[counted].sum().item()
+        bytes_ += nbytes.sum().item()
+        tokens += int(counted.sum().item())
+    model.train(was_training)
+    if tokens == 0:
+        return {"loss": float("nan"), "bpb": float("nan"), "tokens": 0}
+    return {"loss": nats / tokens, "bpb": nats / math.log(2) / bytes_, "tokens": tokens}
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._previous = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    sampler: WindowSampler,
+    valid_tokens: np.ndarray,
+    token_bytes: torch.Tensor,
+    run_dir: str | Path,
+    device: torch.device,
+    precision: str,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` in place up to cfg.max_steps, checkpointing into `run_dir`."""
+    run_dir = Path(run_dir)
+    optimizer = build_optimizer(model, cfg, device)
+    start = load_checkpoint(run_dir, model, optimizer)["step"] if resume else 0
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start if resume else None)
+    forward = torch.compile(model) if cfg.compile else model
+    eval_sampler = WindowSampler(valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * sampler.block_size
+
+    def run_eval(step: int) -> dict:
+        batches = (eval_sampler.batch(i) for i in range(cfg.eval_batches))
+        result = evaluate(forward, batches, token_bytes, device, precision)
+        log.write(event="eval", step=step, loss=result["loss"], bpb=result["bpb"])
+        return result
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(run_dir, model, optimizer, step, {})
+
+    losses: list[float] = []
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    started = time.perf_counter()
+    stopped_by_budget = False
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=start,
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
+    model.train()
+    step = start
+    with _StopFlag() as stop:
+        while step < cfg.max_steps:
+            t0 = time.perf_counter()
+            # Under a time budget the schedule follows whichever runs out first, steps or
+            # minutes, so the learning rate has decayed by the time the budget stops the run.
+            time_step = int((t0 - started) / budget * cfg.max_steps)
+            lr = lr_at(max(step, time_step), cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = 0.0
+            for micro in range(cfg.grad_accum_steps):
+                x, y = sampler.batch(step, micro)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with autocast(device, precision):
+                    logits = forward(x)
+                loss = lm_loss(logits, y)
+                (loss / cfg.grad_accum_steps).backward()
+                loss_sum += loss.item()
+            if cfg.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            else:
+                grad_norm = float("nan")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss_value = loss_sum / cfg.grad_accum_steps
+            losses.append(loss_value)
+            dt = time.perf_counter() - t0
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"training loss became {loss_value} at step {step}; lower --train.learning_rate"
+                )
+            if step % cfg.log_interval == 0 or step == cfg.max_steps:
+                log.write(
+                    event="train",
+                    step=step,
+                    loss=loss_value,
+                    lr=lr,
+                    grad_norm=grad_norm,
+                    tokens_per_s=tokens_per_step / dt,
+                )
+            bar.set_postfix(
+                loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}", refresh=False
+            )
+            bar.update(1)
+            out_of_time = time.perf_counter() - started > budget
+            if step % cfg.eval_interval == 0 and step < cfg.max_steps and not out_of_time:
+                result = run_eval(step)
+                bar.write(f"step {step}: valid loss {result['loss']:.4f}, bpb {result['bpb']:.4f}")
+                checkpoint(step)
+            if stop.requested:
+                checkpoint(step)
+                bar.close()
+                raise TrainingInterrupted(step)
+            if out_of_time:
+                bar.write(f"time budget of {cfg.max_minutes} min reached at step {step}")
+                stopped_by_budget = True
+                break
+    bar.close()
+    checkpoint(step)
+    return TrainResult(step, losses, stopped_by_budget)

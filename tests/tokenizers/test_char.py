@@ -1,0 +1,62 @@
+import pytest
+
+import tokenizers as hf_tokenizers
+from lmforge.errors import LmforgeError
+from lmforge.tokenizers import EOT, CharTokenizer, Tokenizer
+
+TRAIN = ["Hello, world!\nñandú 😀 日本語\ttab", "ROMEO:\nBut soft!"]
+SAMPLES = ["Hello\n  world", "😀😀 日本", "unseen: Ωψ∑", "", "\t\n\r\n"]
+
+
+@pytest.fixture
+def tok():
+    return Tokenizer.train(TRAIN, algorithm="char")
+
+
+def test_round_trip_and_unknown(tok):
+    assert isinstance(tok, CharTokenizer)
+    for text in SAMPLES[:2]:
+        assert tok.decode(tok.encode(text)) == text
+    ids = tok.encode("Ω")
+    assert ids == [tok.token_to_id("<unk>")]
+    assert tok.vocab_size == len(set("".join(TRAIN))) + 2  # + <|endoftext|> + <unk>
+    assert tok.eot_id == tok.token_to_id(EOT) == 0
+
+
+def test_huggingface_tokenizers_reads_our_file(tok, tmp_path):
+    tok.save(tmp_path)
+    reference = hf_tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in SAMPLES + TRAIN:
+        assert reference.encode(text).ids == tok.encode(text), text
+    assert reference.get_vocab_size() == tok.vocab_size
+
+
+def test_save_load(tok, tmp_path):
+    tok.save(tmp_path)
+    loaded = Tokenizer.load(tmp_path)
+    for text in SAMPLES:
+        assert loaded.encode(text) == tok.encode(text)
+    assert loaded.special_tokens == tok.special_tokens
+
+
+def test_token_bytes(tok):
+    sizes = tok.token_bytes()
+    assert sizes[tok.eot_id] == 0
+    assert sizes[tok.token_to_id("😀")] == 4 and sizes[tok.token_to_id("ñ")] == 2
+    text = "Hello ñandú 😀"
+    assert sum(sizes[i] for i in tok.encode(text)) == len(text.encode("utf-8"))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(LmforgeError, match="no tokenizer.json"):
+        Tokenizer.load(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"model": {"ty')
+    with pytest.raises(LmforgeError, match="corrupt"):
+        Tokenizer.load(tmp_path)
+
+
+def test_unknown_algorithm_and_small_vocab():
+    with pytest.raises(LmforgeError, match="unknown tokenizer algorithm"):
+        Tokenizer.train(TRAIN, algorithm="nope")
+    with pytest.raises(LmforgeError, match="distinct characters"):
+        Tokenizer.train(TRAIN, algorithm="char", vocab_size=5)

@@ -1,0 +1,84 @@
+"""Training state round-trips exactly: Ctrl-C at step 10 + --resume equals 20 straight steps."""
+
+import os
+import signal
+
+import pytest
+
+from lmforge.data.loader import WindowSampler
+from lmforge.errors import LmforgeError
+from lmforge.train.metrics import MetricsLog
+from lmforge.train.pretrain import pretrain
+from lmforge.train.trainer import TrainingInterrupted
+
+
+def train_losses(run_dir):
+    rows = MetricsLog.read(run_dir / "metrics.jsonl")
+    return [(r["step"], r["loss"]) for r in rows if r["event"] == "train"]
+
+
+def interrupt_at(monkeypatch, stop_step, seed):
+    """Deliver a real SIGINT while step `stop_step` is being computed."""
+    original = WindowSampler.batch
+
+    def batch(self, step, micro=0):
+        if step == stop_step and micro == 0 and self.seed == seed:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, step, micro)
+
+    monkeypatch.setattr(WindowSampler, "batch", batch)
+
+
+def test_interrupt_and_resume_equals_uninterrupted(tiny_config, monkeypatch):
+    # Dropout makes the RNG state part of what must be restored.
+    straight = tiny_config(**{"run.name": "straight", "model.dropout": 0.1})
+    pretrain(straight, progress=False, log=lambda s: None)
+
+    cfg = tiny_config(**{"run.name": "resumed", "model.dropout": 0.1})
+    with monkeypatch.context() as m:
+        interrupt_at(m, 9, cfg.train.seed)
+        with pytest.raises(TrainingInterrupted) as e:
+            pretrain(cfg, progress=False, log=lambda s: None)
+    assert e.value.step == 10
+    assert [s for s, _ in train_losses(cfg.run_dir)] == list(range(1, 11))
+    result = pretrain(cfg, resume=True, progress=False, log=lambda s: None)
+    assert result["steps"] == 20
+
+    expected, got = train_losses(straight.run_dir), train_losses(cfg.run_dir)
+    assert [s for s, _ in got] == list(range(1, 21))
+    for (s1, a), (s2, b) in zip(expected, got, strict=True):
+        assert s1 == s2 and a == pytest.approx(b, abs=1e-6), s1
+
+
+def test_truncated_checkpoint_is_refused(tiny_config):
+    cfg = tiny_config(**{"train.max_steps": 4})
+    pretrain(cfg, progress=False, log=lambda s: None)
+    state = cfg.run_dir / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(LmforgeError, match="train_state.pt is truncated or corrupt"):
+        pretrain(cfg, resume=True, progress=False, log=lambda s: None)
+
+
+def test_weights_and_state_from_different_steps_are_refused(tiny_config):
+    cfg = tiny_config(**{"train.max_steps": 4})
+    pretrain(cfg, progress=False, log=lambda s: None)
+    saved = (cfg.run_dir / "train_state.pt").read_bytes()
+    pretrain(
+        cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 6})}),
+        resume=True,
+        progress=False,
+        log=lambda s: None,
+    )
+    (cfg.run_dir / "train_state.pt").write_bytes(saved)  # as if a crash came between the writes
+    with pytest.raises(LmforgeError, match="from step 6 but train_state.pt from step 4"):
+        pretrain(cfg, resume=True, progress=False, log=lambda s: None)
+
+
+def test_resume_with_another_model_is_refused(tiny_config):
+    cfg = tiny_config(**{"train.max_steps": 2})
+    pretrain(cfg, progress=False, log=lambda s: None)
+    before = (cfg.run_dir / "model.safetensors").read_bytes()
+    other = tiny_config(**{"train.max_steps": 2, "model.n_layer": 3})
+    with pytest.raises(LmforgeError, match=r"model.n_layer: 2 -> 3"):
+        pretrain(other, resume=True, progress=False, log=lambda s: None)
+    assert (cfg.run_dir / "model.safetensors").read_bytes() == before
