@@ -73,8 +73,8 @@ def test_bad_type_and_range():
 
 
 def test_width_must_divide_by_heads():
-    with pytest.raises(LmforgeError, match="not divisible by n_head=5"):
-        build_config({}, {"model.n_embd": 64, "model.n_head": 5})
+    with pytest.raises(LmforgeError, match="'model.n_head' = '5'.*not divisible by n_head=5"):
+        build_config({}, parse_overrides(["--model.n_embd=64", "--model.n_head=5"]))
 
 
 def test_unknown_preset_lists_presets():
@@ -99,4 +99,4 @@ def test_help_lists_every_field():
     text = describe_fields()
     for section in ("model", "data", "train", "run"):
         for name in Config.model_fields[section].annotation.model_fields:
-            assert f"--{section}.{name}=" in text
+            assert f"--{section}.{name} " in text

@@ -9,12 +9,13 @@ Every mistake becomes an `LmforgeError` naming the key and what is allowed.
 from __future__ import annotations
 
 import difflib
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lmforge.errors import LmforgeError
 
@@ -29,8 +30,8 @@ class ModelConfig(Section):
     vocab_size: int = Field(0, ge=0, description="vocabulary size; 0 takes it from the tokenizer")
     block_size: int = Field(256, ge=1, description="context length in tokens")
     n_layer: int = Field(6, ge=1, description="number of Transformer blocks")
-    n_head: int = Field(6, ge=1, description="attention heads per block")
     n_embd: int = Field(384, ge=1, description="model width (must be divisible by n_head)")
+    n_head: int = Field(6, ge=1, description="attention heads per block")
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width as a multiple of n_embd")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
     bias: bool = Field(True, description="bias terms in linear layers and LayerNorms")
@@ -40,15 +41,17 @@ class ModelConfig(Section):
         description="fused scaled_dot_product_attention, or the explicit softmax(QK^T/sqrt(d))V",
     )
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelConfig:
-        if self.n_embd % self.n_head:
-            fits = [h for h in range(1, self.n_embd + 1) if self.n_embd % h == 0 and h <= 32]
+    @field_validator("n_head")
+    @classmethod
+    def _heads_divide_width(cls, n_head: int, info) -> int:
+        n_embd = info.data.get("n_embd")
+        if n_embd and n_embd % n_head:
+            fits = [h for h in range(1, min(n_embd, 32) + 1) if n_embd % h == 0]
             raise ValueError(
-                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"n_embd={n_embd} is not divisible by n_head={n_head}; "
                 f"pick n_head from {fits} or change n_embd"
             )
-        return self
+        return n_head
 
 
 class DataConfig(Section):
@@ -173,15 +176,27 @@ def _read_yaml(source: str) -> dict:
     return data
 
 
-def _parse_value(raw: str) -> Any:
-    """Lists and mappings are YAML; null is None; any other value stays a string, which
-    validation then coerces to the field's type ('6' -> 6, 'true' -> True, '1e-3' -> 0.001)."""
-    if raw.lstrip().startswith(("[", "{")):
+def _field_type(key: str) -> Any:
+    """The annotation of a dotted config key, or None for keys that do not exist."""
+    section, _, name = key.partition(".")
+    owner = Config.model_fields.get(section)
+    field = owner.annotation.model_fields.get(name) if owner else None  # type: ignore[union-attr]
+    return field.annotation if field else None
+
+
+def _parse_value(key: str, raw: str) -> Any:
+    """A command-line string for `key`: YAML for list and mapping fields, None for 'null' where
+    the field allows it, otherwise the string itself, which validation coerces to the field's
+    type ('6' -> 6, 'true' -> True). So '[Enter HAMLET]' stays a prompt, not a list."""
+    kind = _field_type(key)
+    origins = {typing.get_origin(kind), kind}
+    if origins & {list, dict}:
         try:
-            return yaml.safe_load(raw)
+            return yaml.safe_load(raw) if raw.lstrip().startswith(("[", "{")) else raw
         except yaml.YAMLError:
-            raise LmforgeError(f"cannot parse '{raw}' as a YAML list or mapping") from None
-    return None if raw.strip().lower() in {"null", "none", "~"} else raw
+            raise LmforgeError(f"cannot parse {key}={raw!r} as a YAML list or mapping") from None
+    allows_none = type(None) in typing.get_args(kind)
+    return None if allows_none and raw.strip().lower() in {"null", "none", "~"} else raw
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
@@ -202,7 +217,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             i += 1
         else:
             raise LmforgeError(f"override '{arg}' has no value; write {arg}=VALUE")
-        out[key] = _parse_value(raw)
+        out[key] = _parse_value(key, raw)
         i += 1
     return out
 
@@ -260,5 +275,6 @@ def describe_fields() -> str:
     for section, field in Config.model_fields.items():
         cls = field.annotation
         for name, f in cls.model_fields.items():  # type: ignore[union-attr]
-            lines.append(f"  --{section}.{name}={f.default!r}  {f.description or ''}")
+            key = f"--{section}.{name}"
+            lines.append(f"  {key:<26} {f.description or ''} (default: {f.default!r})")
     return "\n".join(lines)

@@ -71,8 +71,51 @@ def test_pretrain_then_generate_and_evaluate(corpus_dir, tmp_path, capsys):
     assert code == code2 == 0 and first == second and first.startswith("All:")
     assert len(first.strip()) > len("All:")
 
+    # By default the run's own held-out split: the figure pretrain reported.
+    code, out, _ = run_cli("evaluate", str(run_dir), capsys=capsys)
+    assert code == 0
+    assert json.loads(out)["bpb"] == pytest.approx(results["valid_bits_per_byte"], rel=1e-6)
     code, out, _ = run_cli("evaluate", str(run_dir), "--corpus", str(corpus_dir), capsys=capsys)
     assert code == 0 and json.loads(out)["bpb"] > 0
+
+
+def test_resume_needs_only_the_run_name(corpus_dir, tmp_path, capsys):
+    """--resume starts from the run's saved config; overrides given now apply on top."""
+    args = overrides(corpus_dir, tmp_path, **{"train.max_steps": 4, "model.n_layer": 1})
+    assert run_cli("pretrain", "shakespeare-char", "--no-progress", *args, capsys=capsys)[0] == 0
+    code, out, err = run_cli(
+        "pretrain",
+        "shakespeare-char",
+        "--no-progress",
+        "--resume",
+        f"--run.out_dir={tmp_path}",
+        "--run.name=tiny",
+        "--train.max_steps=6",
+        capsys=capsys,
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "tiny" / "results.json").read_text())["steps"] == 6
+    saved = json.loads((tmp_path / "tiny" / "config.json").read_text())
+    assert saved["model"]["n_layer"] == 1 and saved["train"]["max_steps"] == 6
+
+
+def test_too_little_text_costs_nothing(corpus_dir, tmp_path, capsys):
+    args = (
+        "pretrain",
+        "shakespeare-char",
+        *overrides(corpus_dir, tmp_path, **{"train.max_steps": 2}),
+    )
+    assert run_cli(*args, "--no-progress", capsys=capsys)[0] == 0
+    weights = tmp_path / "tiny" / "model.safetensors"
+    before = weights.read_bytes()
+    short = tmp_path / "short"
+    short.mkdir()
+    for i in range(3):
+        (short / f"{i}.txt").write_text("tiny text\n")
+    code, _, err = run_cli(*args, "--run.overwrite=true", f"--data.corpus={short}", capsys=capsys)
+    assert code == 2 and "too few for windows of 32" in one_error_line(err)
+    assert weights.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "short", "tiny"]
 
 
 def test_builtin_corpus_end_to_end(tmp_path, capsys):
@@ -117,12 +160,13 @@ def test_config_and_input_errors(corpus_dir, tmp_path, capsys, extra, message):
         "pretrain", "shakespeare-char", *overrides(corpus_dir, tmp_path), *extra, capsys=capsys
     )
     assert code == 2 and message in one_error_line(err)
-    assert not (tmp_path / "tiny" / "model.safetensors").exists()
+    assert not (tmp_path / "tiny").exists()
 
 
-def test_unknown_preset(capsys):
-    code, _, err = run_cli("pretrain", "no-such-preset", capsys=capsys)
+def test_unknown_preset(tmp_path, capsys):
+    code, _, err = run_cli("pretrain", "no-such-preset", f"--run.out_dir={tmp_path}", capsys=capsys)
     assert code == 2 and "unknown preset 'no-such-preset'" in one_error_line(err)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_empty_and_non_utf8_corpora(tmp_path, capsys):
@@ -151,6 +195,12 @@ def test_existing_run_is_not_overwritten(corpus_dir, tmp_path, capsys):
     code, _, err = run_cli(*args, "--model.n_layer=1", "--resume", capsys=capsys)
     assert code == 2 and "different config" in one_error_line(err)
     assert weights.read_bytes() == before
+    # Even with --run.overwrite=true, a corpus that cannot be read costs nothing.
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    code, _, err = run_cli(*args, "--run.overwrite=true", f"--data.corpus={empty}", capsys=capsys)
+    assert code == 2 and "holds no text" in one_error_line(err)
+    assert weights.read_bytes() == before
 
 
 def test_truncated_checkpoint_via_cli(corpus_dir, tmp_path, capsys):
@@ -169,6 +219,12 @@ def test_truncated_checkpoint_via_cli(corpus_dir, tmp_path, capsys):
 
 
 def test_resume_without_checkpoint(tmp_path, capsys):
+    code, _, err = run_cli(
+        "pretrain", "shakespeare-char", f"--run.out_dir={tmp_path}", "--resume", capsys=capsys
+    )
+    assert code == 2 and "no run to resume" in one_error_line(err)
+    (tmp_path / "shakespeare-char").mkdir()  # the preset's run.name
+    (tmp_path / "shakespeare-char" / "config.json").write_text("{}")
     code, _, err = run_cli(
         "pretrain", "shakespeare-char", f"--run.out_dir={tmp_path}", "--resume", capsys=capsys
     )

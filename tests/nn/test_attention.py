@@ -13,11 +13,14 @@ def test_explicit_formula_equals_fused_sdpa():
 
 
 def test_causal_mask_with_a_prefix_of_keys():
-    # One query attending over 5 keys (as when decoding with a cache) sees all of them.
+    # The last 3 of 7 positions attending over all 7 keys, as when decoding after a cached
+    # prefix, equal the last 3 rows of full causal attention -- on both paths.
     torch.manual_seed(0)
-    q, k, v = torch.randn(1, 1, 1, 4), torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4)
-    unmasked = attention(q, k, v, causal=False, explicit=True)
-    torch.testing.assert_close(attention(q, k, v, causal=True, explicit=True), unmasked)
+    q, k, v = torch.randn(1, 2, 7, 4), torch.randn(1, 2, 7, 4), torch.randn(1, 2, 7, 4)
+    full = attention(q, k, v, causal=True, explicit=True)
+    for explicit in (True, False):
+        tail = attention(q[:, :, -3:], k, v, causal=True, explicit=explicit)
+        torch.testing.assert_close(tail, full[:, :, -3:], atol=1e-6, rtol=1e-5)
 
 
 def test_multi_head_matches_torch_multihead_attention():

@@ -28,7 +28,7 @@ def test_invalid_utf8_names_file_and_offset(tmp_path):
     with pytest.raises(LmforgeError) as e:
         read_documents([str(bad)])
     assert "bad.txt" in str(e.value) and "byte 11" in str(e.value)
-    assert "invalid_utf8=replace" in str(e.value)
+    assert "invalid_utf8=replace" in str(e.value) and "--invalid-utf8 replace" in str(e.value)
     (doc,) = read_documents([str(bad)], invalid_utf8="replace")
     assert doc.text == "good start \ufffd\ufffd rest"
 
@@ -38,6 +38,22 @@ def test_jsonl_missing_field_names_line_and_fields(tmp_path):
     f.write_text('{"text": "ok"}\n{"content": "no"}\n', "utf-8")
     with pytest.raises(LmforgeError, match=r"d.jsonl:2: no 'text' field \(found: content\)"):
         read_documents([str(f)])
+
+
+def test_jsonl_text_may_hold_unicode_line_separators(tmp_path):
+    f = tmp_path / "d.jsonl"
+    texts = ["one\u2028two\x0cthree\x85four", "second"]
+    f.write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts), "utf-8")
+    assert [d.text for d in read_documents([str(f)])] == texts
+
+
+def test_jsonl_unpaired_surrogate(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"text": "ok \\ud800 here"}\n', "utf-8")
+    with pytest.raises(LmforgeError, match="d.jsonl:1: .*unpaired surrogate at character 3"):
+        read_documents([str(f)])
+    (doc,) = read_documents([str(f)], invalid_utf8="replace")
+    assert doc.text == "ok ? here"
 
 
 def test_jsonl_bad_json(tmp_path):

@@ -5,12 +5,30 @@ from lmforge.errors import LmforgeError
 from lmforge.tokenizers import EOT, CharTokenizer, Tokenizer
 
 TRAIN = ["Hello, world!\nñandú 😀 日本語\ttab", "ROMEO:\nBut soft!"]
-SAMPLES = ["Hello\n  world", "😀😀 日本", "unseen: Ωψ∑", "", "\t\n\r\n"]
+SAMPLES = [
+    "Hello\n  world",
+    "😀😀 日本",
+    "unseen: Ωψ∑",
+    "",
+    "\t\n\r\n",
+    "a<|endoftext|>b<unk>c<|end",
+]
 
 
 @pytest.fixture
 def tok():
     return Tokenizer.train(TRAIN, algorithm="char")
+
+
+def test_special_tokens_are_never_split(tok):
+    eot, unk = tok.eot_id, tok.token_to_id("<unk>")
+    assert tok.encode("H<|endoftext|><|endoftext|>e") == [
+        tok.token_to_id("H"),
+        eot,
+        eot,
+        tok.token_to_id("e"),
+    ]
+    assert tok.encode("<unk>") == [unk]
 
 
 def test_round_trip_and_unknown(tok):

@@ -48,6 +48,24 @@ def test_interrupt_and_resume_equals_uninterrupted(tiny_config, monkeypatch):
     assert [s for s, _ in got] == list(range(1, 21))
     for (s1, a), (s2, b) in zip(expected, got, strict=True):
         assert s1 == s2 and a == pytest.approx(b, abs=1e-6), s1
+    # Same weights at the end, so the same held-out figure.
+    from safetensors.torch import load_file
+
+    w1 = load_file(straight.run_dir / "model.safetensors")
+    w2 = load_file(cfg.run_dir / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for name in w1:
+        assert (w1[name] - w2[name]).abs().max() <= 1e-6, name
+
+
+def test_a_line_cut_short_in_the_metrics_does_not_block_resume(tiny_config):
+    cfg = tiny_config(**{"train.max_steps": 4})
+    pretrain(cfg, progress=False, log=lambda s: None)
+    with open(cfg.run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"event": "train", "st')
+    longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 6})})
+    assert pretrain(longer, resume=True, progress=False, log=lambda s: None)["steps"] == 6
+    assert [s for s, _ in train_losses(cfg.run_dir)] == list(range(1, 7))
 
 
 def test_truncated_checkpoint_is_refused(tiny_config):

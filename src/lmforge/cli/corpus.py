@@ -5,22 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def add_reading_options(parser) -> None:
+    """How user files are read: the same choices as the data.* config keys."""
+    parser.add_argument("--text-field", default="text", help="text field of .jsonl records")
+    parser.add_argument(
+        "--invalid-utf8",
+        choices=["error", "replace"],
+        default="error",
+        help="bytes that are not UTF-8: stop with an error, or replace them",
+    )
+
+
 def register(sub) -> None:
     p = sub.add_parser("corpus", help="statistics or a plain-text export of a corpus")
     cmds = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
     stats = cmds.add_parser("stats", help="documents, characters and the train/valid split")
     stats.add_argument("corpus", nargs="*", default=["shakespeare"])
+    add_reading_options(stats)
     stats.set_defaults(run=run_stats)
     export = cmds.add_parser("export", help="write train.txt and valid.txt")
     export.add_argument("corpus", nargs="*", default=["shakespeare"])
     export.add_argument("--output", required=True, help="directory to write into")
+    add_reading_options(export)
     export.set_defaults(run=run_export)
 
 
 def run_stats(args, extra) -> int:
     from lmforge.text import load_corpus
 
-    train, valid = load_corpus(args.corpus)
+    train, valid = load_corpus(args.corpus, args.text_field, args.invalid_utf8)
     for name, docs in (("train", train), ("valid", valid)):
         chars = sum(len(d.text) for d in docs)
         size = sum(len(d.text.encode("utf-8")) for d in docs)
@@ -37,7 +50,7 @@ def run_export(args, extra) -> int:
     from lmforge.fileio import write_text
     from lmforge.text import load_corpus
 
-    train, valid = load_corpus(args.corpus)
+    train, valid = load_corpus(args.corpus, args.text_field, args.invalid_utf8)
     for name, docs in (("train", train), ("valid", valid)):
         path = Path(args.output) / f"{name}.txt"
         write_text(path, "\n".join(d.text for d in docs))

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
+
+from lmforge.cli.corpus import add_reading_options
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
 
 
 def register(sub) -> None:
@@ -11,10 +22,12 @@ def register(sub) -> None:
     p.add_argument(
         "--corpus",
         nargs="+",
-        default=["shakespeare"],
-        help="'shakespeare' (its held-out plays) or files whose whole text is evaluated",
+        default=None,
+        help="text to evaluate: 'shakespeare' (its held-out plays) or files, whose whole text "
+        "is used; default: the run's own held-out split (data/valid.bin)",
     )
-    p.add_argument("--batch-size", type=int, default=16)
+    add_reading_options(p)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(run=run)
 
@@ -23,22 +36,33 @@ def run(args, extra) -> int:
     import numpy as np
     import torch
 
-    from lmforge.data import eval_windows
+    from lmforge.data import eval_windows, open_split
     from lmforge.device import pick_device
-    from lmforge.models import from_pretrained
+    from lmforge.errors import LmforgeError
+    from lmforge.infer import load_model_and_tokenizer
     from lmforge.text import load_shakespeare, read_documents
-    from lmforge.tokenizers import Tokenizer
     from lmforge.train import evaluate
 
-    tokenizer = Tokenizer.load(args.model)
     device = pick_device(args.device)
-    model = from_pretrained(args.model, device)
-    docs = load_shakespeare()[1] if args.corpus == ["shakespeare"] else read_documents(args.corpus)
-    eot = [tokenizer.eot_id] if tokenizer.eot_id is not None else []
-    tokens = np.concatenate([np.concatenate([eot, tokenizer.encode_array(d.text)]) for d in docs])
+    model, tokenizer = load_model_and_tokenizer(args.model, device)
+    if args.corpus is None:
+        if not (Path(args.model) / "data" / "valid.json").is_file():
+            raise LmforgeError(f"{args.model} has no held-out split (data/valid); pass --corpus")
+        tokens, _ = open_split(Path(args.model) / "data", "valid")
+    else:
+        shakespeare = args.corpus == ["shakespeare"]
+        docs = (
+            load_shakespeare()[1]
+            if shakespeare
+            else read_documents(args.corpus, args.text_field, args.invalid_utf8)
+        )
+        eot = [tokenizer.eot_id] if tokenizer.eot_id is not None else []
+        tokens = np.concatenate(
+            [np.concatenate([eot, tokenizer.encode_array(d.text)]) for d in docs]
+        )
     result = evaluate(
         model,
-        eval_windows(tokens.astype(np.int64), model.config.block_size, args.batch_size),
+        eval_windows(np.asarray(tokens, dtype=np.int64), model.config.block_size, args.batch_size),
         torch.tensor(tokenizer.token_bytes()),
         device,
     )

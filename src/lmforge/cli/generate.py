@@ -19,19 +19,9 @@ def register(sub) -> None:
 
 def run(args, extra) -> int:
     from lmforge.device import pick_device
-    from lmforge.infer import generate
-    from lmforge.models import from_pretrained
-    from lmforge.tokenizers import Tokenizer
+    from lmforge.infer import generate, load_model_and_tokenizer
 
-    tokenizer = Tokenizer.load(args.model)
-    model = from_pretrained(args.model, pick_device(args.device))
-    if model.config.vocab_size != tokenizer.vocab_size:
-        from lmforge.errors import LmforgeError
-
-        raise LmforgeError(
-            f"{args.model}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
-            f"{model.config.vocab_size}; they belong to different runs"
-        )
+    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
     ids = generate(
         model,
         tokenizer.encode(args.prompt),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from lmforge.config import describe_fields, load_config, parse_overrides, preset_names
@@ -15,27 +16,36 @@ def register(sub) -> None:
         description="Pretrain a GPT from a preset, end to end, into runs/<run.name>/.",
         epilog="presets: "
         + ", ".join(preset_names())
-        + "\n\nconfig overrides (--key=value):\n"
+        + "\n\nconfig overrides, as --key=value (a preset may set other values):\n"
         + describe_fields(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("preset", help="preset name or path of a YAML config")
-    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run from its checkpoint, with the config it was made with "
+        "(overrides given now apply on top; model and data must not change)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run, accepts_overrides=True)
 
 
 def run(args, extra: list[str]) -> int:
-    from lmforge.train.pretrain import pretrain
+    from lmforge.train.pretrain import pretrain, resume_config
     from lmforge.train.trainer import TrainingInterrupted
 
-    cfg = load_config(args.preset, parse_overrides(extra))
+    overrides = parse_overrides(extra)
+    cfg = load_config(args.preset, overrides)
+    if args.resume:  # continue with the settings the run was made with, plus today's overrides
+        cfg = resume_config(cfg.run_dir, overrides)
     try:
         result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
     except TrainingInterrupted as e:
+        where = shlex.join([f"--run.out_dir={cfg.run.out_dir}", f"--run.name={cfg.run.name}"])
         print(
-            f"lmforge: {e} in {cfg.run_dir}; continue with: lmforge pretrain {args.preset} "
-            f"--run.name={cfg.run.name} --resume",
+            f"lmforge: {e} in {cfg.run_dir}; continue with: "
+            f"lmforge pretrain {shlex.quote(args.preset)} {where} --resume",
             file=sys.stderr,
         )
         return 130

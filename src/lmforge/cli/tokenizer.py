@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from lmforge.cli.corpus import add_reading_options
+
 
 def register(sub) -> None:
     p = sub.add_parser("tokenizer", help="train a tokenizer or encode text with one")
@@ -13,6 +15,7 @@ def register(sub) -> None:
     train.add_argument("--algorithm", default="char", help="tokenizer algorithm")
     train.add_argument("--vocab-size", type=int, default=None)
     train.add_argument("--output", required=True, help="directory for tokenizer.json")
+    add_reading_options(train)
     train.set_defaults(run=run_train)
     encode = cmds.add_parser("encode", help="print ids and tokens of a text")
     encode.add_argument("tokenizer", help="directory holding tokenizer.json")
@@ -24,7 +27,7 @@ def run_train(args, extra) -> int:
     from lmforge.text import load_corpus
     from lmforge.tokenizers import Tokenizer
 
-    train, _ = load_corpus(args.inputs)
+    train, _ = load_corpus(args.inputs, args.text_field, args.invalid_utf8)
     tokenizer = Tokenizer.train((d.text for d in train), args.algorithm, args.vocab_size)
     path = tokenizer.save(args.output)
     print(f"{args.algorithm} tokenizer, {tokenizer.vocab_size} tokens -> {path}")

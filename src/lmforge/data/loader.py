@@ -31,7 +31,8 @@ class WindowSampler:
 
     def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, step, micro])
-        starts = rng.integers(0, len(self.tokens) - self.block_size - 1, self.batch_size)
+        # a window is block_size + 1 tokens, so the last start is len - block_size - 1
+        starts = rng.integers(0, len(self.tokens) - self.block_size, self.batch_size)
         rows = np.stack([self.tokens[s : s + self.block_size + 1] for s in starts]).astype(np.int64)
         rows = torch.from_numpy(rows)
         return rows[:, :-1], rows[:, 1:]

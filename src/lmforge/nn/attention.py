@@ -4,8 +4,8 @@
     MultiHead(X)      = Concat(head_1, ..., head_h) W^O
     head_i            = Attention(X W_i^Q, X W_i^K, X W_i^V)
 
-Two interchangeable paths compute the same function: `explicit` writes the formula out (and can
-return the attention weights), `sdpa` calls PyTorch's fused `scaled_dot_product_attention`.
+Two interchangeable paths compute the same function: `explicit` writes the formula out,
+`sdpa` calls PyTorch's fused `scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,21 @@ def attention(
     dropout_p: float = 0.0,
     explicit: bool = False,
 ) -> torch.Tensor:
-    """softmax(QK^T/sqrt(d_k))V over tensors shaped (batch, heads, time, head_dim)."""
+    """softmax(QK^T/sqrt(d_k))V over tensors shaped (batch, heads, time, head_dim).
+
+    With `causal`, the queries are the last t_q positions of the t_k keys (a cached prefix
+    comes first), so query i sees keys up to position t_k - t_q + i.
+    """
+    t_q, t_k = q.size(-2), k.size(-2)
     if not explicit:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
+        if not causal or t_q == t_k:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
+        # SDPA's is_causal aligns queries to the first keys; pass the mask for the last ones.
+        allowed = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).tril(t_k - t_q)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
     d_k = q.size(-1)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(d_k)
     if causal:
-        t_q, t_k = q.size(-2), k.size(-2)
-        # Query i sees keys up to its own position (keys may include an earlier prefix).
         future = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).triu(t_k - t_q + 1)
         scores = scores.masked_fill(future, float("-inf"))
     weights = F.softmax(scores, dim=-1)

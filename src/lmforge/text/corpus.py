@@ -52,14 +52,15 @@ def _decode(path: Path, data: bytes, invalid_utf8: str) -> str:
         if invalid_utf8 == "replace":
             return data.decode("utf-8", errors="replace")
         raise LmforgeError(
-            f"{path}: invalid UTF-8 at byte {e.start}; convert the file to UTF-8 "
-            "or pass --data.invalid_utf8=replace"
+            f"{path}: invalid UTF-8 at byte {e.start}; convert the file to UTF-8, or have the "
+            "bad bytes replaced (--data.invalid_utf8=replace, or --invalid-utf8 replace)"
         ) from None
 
 
-def _read_jsonl(path: Path, text: str, text_field: str) -> list[Document]:
+def _read_jsonl(path: Path, text: str, text_field: str, invalid_utf8: str) -> list[Document]:
     docs = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # split on \n only: JSON strings may hold U+2028 and friends, which splitlines() breaks on
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -69,12 +70,22 @@ def _read_jsonl(path: Path, text: str, text_field: str) -> list[Document]:
         if not isinstance(record, dict) or text_field not in record:
             fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
             raise LmforgeError(
-                f"{path}:{lineno}: no '{text_field}' field (found: {fields}); "
-                "set --data.text_field to the field that holds the text"
+                f"{path}:{lineno}: no '{text_field}' field (found: {fields}); name the field "
+                "that holds the text (--data.text_field=NAME, or --text-field NAME)"
             )
-        if not isinstance(record[text_field], str):
+        text = record[text_field]
+        if not isinstance(text, str):
             raise LmforgeError(f"{path}:{lineno}: field '{text_field}' is not a string")
-        docs.append(Document(text=record[text_field], source=f"{path}:{lineno}"))
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a JSON escape such as \ud800 names no character
+            if invalid_utf8 != "replace":
+                raise LmforgeError(
+                    f"{path}:{lineno}: field '{text_field}' holds an unpaired surrogate at "
+                    f"character {e.start}; fix the record or pass --data.invalid_utf8=replace"
+                ) from None
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        docs.append(Document(text=text, source=f"{path}:{lineno}"))
     return docs
 
 
@@ -87,7 +98,7 @@ def read_documents(
         for path in _expand(spec):
             text = _decode(path, path.read_bytes(), invalid_utf8).replace("\r\n", "\n")
             if path.suffix == ".jsonl":
-                docs.extend(_read_jsonl(path, text, text_field))
+                docs.extend(_read_jsonl(path, text, text_field, invalid_utf8))
             else:
                 docs.append(Document(text=text, source=str(path), title=path.stem))
     docs = [d for d in docs if d.text.strip()]
@@ -106,9 +117,9 @@ def split_documents(
         train = [d for d in docs if not any(d is v for v in valid)]
         return train, valid
     doc = docs[0]
-    cut = doc.text.rfind("\n", 0, int(len(doc.text) * (1 - valid_fraction))) + 1 or int(
-        len(doc.text) * (1 - valid_fraction)
-    )
+    target = int(len(doc.text) * (1 - valid_fraction))
+    line_end = doc.text.rfind("\n", 0, target) + 1
+    cut = line_end if line_end > target * 0.9 else target  # prefer a line end close by
     head, tail = doc.text[:cut], doc.text[cut:]
     if not head.strip() or not tail.strip():
         raise LmforgeError(

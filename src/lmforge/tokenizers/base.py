@@ -7,6 +7,7 @@ reads what we write and gives the same ids.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
@@ -102,6 +103,16 @@ class Tokenizer(ABC):
 
     def encode_array(self, text: str) -> np.ndarray:
         return np.asarray(self.encode(text), dtype=np.int64)
+
+    def split_specials(self, text: str) -> list[str | int]:
+        """Cut `text` at special tokens, which are matched as written and never split, as
+        Hugging Face does for added tokens: ['a', 0, 'b'] for 'a<|endoftext|>b'."""
+        specials = sorted(self.special_tokens, key=len, reverse=True)
+        if not any(s in text for s in specials):
+            return [text]
+        pattern = "(" + "|".join(re.escape(s) for s in specials) + ")"
+        pieces = re.split(pattern, text)
+        return [self.token_to_id(p) if i % 2 else p for i, p in enumerate(pieces) if p]
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]

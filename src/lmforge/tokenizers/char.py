@@ -41,8 +41,9 @@ class CharTokenizer(Tokenizer):
         vocab = [*specials, UNK, *chars]
         if vocab_size and len(vocab) > vocab_size:
             raise LmforgeError(
-                f"the corpus has {len(chars)} distinct characters, "
-                f"more than vocab_size={vocab_size}"
+                f"the corpus has {len(chars)} distinct characters, which with "
+                f"{len(vocab) - len(chars)} special tokens need vocab_size >= {len(vocab)} "
+                f"(got {vocab_size})"
             )
         return cls(vocab, specials)
 
@@ -96,6 +97,15 @@ class CharTokenizer(Tokenizer):
         return self.encode_array(text).tolist()
 
     def encode_array(self, text: str) -> np.ndarray:
+        parts = self.split_specials(text)
+        if len(parts) == 1 and isinstance(parts[0], str):
+            return self._encode_chars(parts[0])
+        return np.concatenate(
+            [self._encode_chars(p) if isinstance(p, str) else np.array([p]) for p in parts]
+            or [np.zeros(0, np.int64)]
+        )
+
+    def _encode_chars(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         ids = np.full(codes.shape, self.unk_id, np.int64)
         known = codes < len(self._table)

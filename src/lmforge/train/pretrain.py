@@ -12,6 +12,7 @@ Everything lands in one run directory (`runs/<name>/`):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge.config import Config, ModelConfig
+from lmforge.config import Config, ModelConfig, build_config
 from lmforge.data import WindowSampler, eval_windows, open_split, write_split
 from lmforge.device import pick_device, resolve_precision
 from lmforge.errors import LmforgeError
@@ -29,8 +30,8 @@ from lmforge.models import GPT
 from lmforge.text import load_corpus
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.checkpoint import STATE_FILE, has_checkpoint
-from lmforge.train.metrics import plot_losses
-from lmforge.train.trainer import evaluate, train
+from lmforge.train.metrics import MetricsLog, plot_losses
+from lmforge.train.trainer import TrainingInterrupted, evaluate, train
 
 
 def _saved_config(run_dir: Path) -> dict | None:
@@ -40,25 +41,25 @@ def _saved_config(run_dir: Path) -> dict | None:
         return None
 
 
-def prepare_run_dir(cfg: Config, resume: bool) -> Path:
-    """Check the run directory against what was asked; never overwrite without being told."""
-    run_dir = cfg.run_dir
-    if resume:
-        if not has_checkpoint(run_dir):
-            raise LmforgeError(f"nothing to resume in {run_dir} (no {STATE_FILE}); drop --resume")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        looks_like_run = _saved_config(run_dir) is not None or has_checkpoint(run_dir)
-        if not cfg.run.overwrite:
-            raise LmforgeError(
-                f"run directory {run_dir} already exists; continue it with --resume, replace it "
-                "with --run.overwrite=true, or choose another --run.name"
-            )
-        if not looks_like_run:
-            raise LmforgeError(f"{run_dir} is not an lmforge run directory; refusing to delete it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+def resume_config(run_dir: str | Path, overrides: dict | None = None) -> Config:
+    """The config a run was made with, plus `overrides` (e.g. a longer train.max_steps)."""
+    saved = _saved_config(Path(run_dir))
+    if saved is None:
+        raise LmforgeError(f"no run to resume at {run_dir} (config.json missing); drop --resume")
+    return build_config(saved, overrides)
+
+
+def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
+    """A run directory is only replaced when asked, and only if it is an lmforge run."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not overwrite:
+        raise LmforgeError(
+            f"run directory {run_dir} already exists; continue it with --resume, replace it "
+            "with --run.overwrite=true, or choose another --run.name"
+        )
+    if _saved_config(run_dir) is None and not has_checkpoint(run_dir):
+        raise LmforgeError(f"{run_dir} is not an lmforge run directory; refusing to delete it")
 
 
 def sized_model_config(model: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
@@ -79,36 +80,59 @@ def _check_same_run(run_dir: Path, cfg: Config) -> None:
     for section in ("model", "data"):
         now = getattr(cfg, section).model_dump(mode="json")
         if section == "model" and now["vocab_size"] == 0:
-            now["vocab_size"] = saved[section]["vocab_size"]
-        diff = sorted(k for k in now if now[k] != saved[section].get(k))
+            now["vocab_size"] = (saved.get("model") or {}).get("vocab_size")
+        before = saved.get(section) or {}
+        diff = sorted(k for k in now if now[k] != before.get(k))
         if diff:
-            changes = ", ".join(
-                f"{section}.{k}: {saved[section].get(k)!r} -> {now[k]!r}" for k in diff
-            )
+            changes = ", ".join(f"{section}.{k}: {before.get(k)!r} -> {now[k]!r}" for k in diff)
             raise LmforgeError(
                 f"{run_dir} was made with a different config ({changes}); "
                 "resume with the same settings or start a new --run.name"
             )
 
 
-def build_data(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Tokenizer:
-    """Read the corpus, train the tokenizer on the training split, write both splits' shards."""
+def _build_run(cfg: Config, log: Callable[[str], None]) -> tuple[Config, Tokenizer]:
+    """Corpus -> tokenizer -> shards, assembled beside the run directory and moved into place
+    only when complete, so bad input never costs an existing run or leaves half a new one."""
     train_docs, valid_docs = load_corpus(
         cfg.data.corpus, cfg.data.text_field, cfg.data.invalid_utf8, cfg.data.valid_fraction
     )
     log(f"corpus: {len(train_docs)} train / {len(valid_docs)} valid documents")
     tokenizer = Tokenizer.train((d.text for d in train_docs), algorithm=cfg.data.tokenizer)
-    tokenizer.save(run_dir)
-    for split, docs in (("train", train_docs), ("valid", valid_docs)):
-        info = write_split(
-            run_dir / "data",
-            split,
-            ((tokenizer.encode_array(d.text), len(d.text.encode("utf-8"))) for d in docs),
-            tokenizer.vocab_size,
-            separator=tokenizer.eot_id,
-        )
-        log(f"{split}: {info.tokens:,} tokens from {info.text_bytes:,} bytes ({info.dtype})")
-    return tokenizer
+    cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
+    run_dir = cfg.run_dir
+    _check_replaceable(run_dir, cfg.run.overwrite)
+    staging = run_dir.with_name(f".{run_dir.name}.incomplete")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        tokenizer.save(staging)
+        for split, docs in (("train", train_docs), ("valid", valid_docs)):
+            info = write_split(
+                staging / "data",
+                split,
+                ((tokenizer.encode_array(d.text), len(d.text.encode("utf-8"))) for d in docs),
+                tokenizer.vocab_size,
+                separator=tokenizer.eot_id,
+            )
+            log(f"{split}: {info.tokens:,} tokens from {info.text_bytes:,} bytes ({info.dtype})")
+            if info.tokens < cfg.model.block_size + 2:
+                raise LmforgeError(
+                    f"the {split} split has {info.tokens} tokens, too few for windows of "
+                    f"{cfg.model.block_size}; give more text or lower --model.block_size"
+                )
+        write_json(staging / "config.json", cfg.model_dump(mode="json"))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    # Swap by renames; the old run is deleted only once the new one is in place.
+    old = run_dir.with_name(f".{run_dir.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(staging, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return cfg, tokenizer
 
 
 def pretrain(
@@ -116,18 +140,21 @@ def pretrain(
 ) -> dict:
     """Run the whole job; returns the figures also written to results.json."""
     started = time.perf_counter()
-    run_dir = prepare_run_dir(cfg, resume)
     device = pick_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
-
+    run_dir = cfg.run_dir
     if resume:
+        if not has_checkpoint(run_dir):
+            raise LmforgeError(
+                f"nothing to resume in {run_dir} (no {STATE_FILE}); start it again without "
+                "--resume, with --run.overwrite=true"
+            )
         _check_same_run(run_dir, cfg)
         tokenizer = Tokenizer.load(run_dir)
+        cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
     else:
-        tokenizer = build_data(cfg, run_dir, log)
-    cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
-    write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
+        cfg, tokenizer = _build_run(cfg, log)
 
     train_tokens, _ = open_split(run_dir / "data", "train")
     valid_tokens, _ = open_split(run_dir / "data", "valid")
@@ -142,15 +169,38 @@ def pretrain(
     )
 
     sampler = WindowSampler(train_tokens, cfg.model.block_size, t.batch_size, t.seed)
-    result = train(
-        model, t, sampler, valid_tokens, token_bytes, run_dir, device, precision, resume, progress
-    )
+    try:
+        result = train(
+            model,
+            t,
+            sampler,
+            valid_tokens,
+            token_bytes,
+            run_dir,
+            device,
+            precision,
+            resume,
+            progress,
+        )
+    except TrainingInterrupted:
+        if resume:
+            write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
+        raise
+    if resume:  # record the settings the run continued with, now that its state has loaded
+        write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
     final = evaluate(
         model,
         eval_windows(valid_tokens, cfg.model.block_size, t.batch_size),
         token_bytes,
         device,
         precision,
+    )
+    MetricsLog.append(
+        run_dir / "metrics.jsonl",
+        event="final_eval",
+        step=result.step,
+        loss=final["loss"],
+        bpb=final["bpb"],
     )
     prompt = tokenizer.encode(cfg.run.sample_prompt) or [tokenizer.eot_id or 0]
     sample = cfg.run.sample_prompt + tokenizer.decode(

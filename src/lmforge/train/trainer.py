@@ -19,6 +19,7 @@ from tqdm import tqdm
 from lmforge.config import TrainConfig
 from lmforge.data import WindowSampler
 from lmforge.device import autocast
+from lmforge.errors import LmforgeError
 from lmforge.train.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.train.metrics import MetricsLog
 from lmforge.train.optim import build_optimizer, lr_at
@@ -35,7 +36,6 @@ class TrainingInterrupted(Exception):
 @dataclass
 class TrainResult:
     step: int  # optimizer steps completed
-    losses: list[float]  # training loss of each step run in this call
     stopped_by_budget: bool
 
 
@@ -82,10 +82,12 @@ def evaluate(
 
 
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+    """First Ctrl-C asks the loop to stop after the current step; a second one aborts, except
+    while a checkpoint is being written, when it waits for the write to finish."""
 
     def __init__(self):
         self.requested = False
+        self.saving = False
 
     def __enter__(self):
         self._previous = signal.getsignal(signal.SIGINT)
@@ -96,7 +98,7 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested and not self.saving:
             raise KeyboardInterrupt
         self.requested = True
         print("\nstopping after this step and saving (Ctrl-C again to abort)", file=sys.stderr)
@@ -121,7 +123,8 @@ def train(
     """Train `model` in place up to cfg.max_steps, checkpointing into `run_dir`."""
     run_dir = Path(run_dir)
     optimizer = build_optimizer(model, cfg, device)
-    start = load_checkpoint(run_dir, model, optimizer)["step"] if resume else 0
+    state = load_checkpoint(run_dir, model, optimizer) if resume else {}
+    start = state.get("step", 0)
     log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start if resume else None)
     forward = torch.compile(model) if cfg.compile else model
     eval_sampler = WindowSampler(valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1)
@@ -134,11 +137,14 @@ def train(
         return result
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(run_dir, model, optimizer, step, {})
+        stop.saving = True
+        # The training time so far travels with the checkpoint: a time budget spans resumes.
+        elapsed = time.perf_counter() - started
+        save_checkpoint(run_dir, model, optimizer, step, {"elapsed_s": elapsed})
+        stop.saving = False
 
-    losses: list[float] = []
     budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    started = time.perf_counter()
+    started = time.perf_counter() - state.get("elapsed_s", 0.0)
     stopped_by_budget = False
     bar = tqdm(
         total=cfg.max_steps,
@@ -150,7 +156,8 @@ def train(
     )
     model.train()
     step = start
-    with _StopFlag() as stop:
+    stop = _StopFlag()
+    with stop:
         while step < cfg.max_steps:
             t0 = time.perf_counter()
             # Under a time budget the schedule follows whichever runs out first, steps or
@@ -168,6 +175,12 @@ def train(
                 loss = lm_loss(logits, y)
                 (loss / cfg.grad_accum_steps).backward()
                 loss_sum += loss.item()
+            loss_value = loss_sum / cfg.grad_accum_steps
+            if not math.isfinite(loss_value):  # stop before the update spoils the weights
+                raise LmforgeError(
+                    f"training loss became {loss_value} at step {step + 1}; lower "
+                    "--train.learning_rate and resume from the last checkpoint with --resume"
+                )
             if cfg.grad_clip > 0:
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             else:
@@ -175,13 +188,7 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            loss_value = loss_sum / cfg.grad_accum_steps
-            losses.append(loss_value)
             dt = time.perf_counter() - t0
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"training loss became {loss_value} at step {step}; lower --train.learning_rate"
-                )
             if step % cfg.log_interval == 0 or step == cfg.max_steps:
                 log.write(
                     event="train",
@@ -210,4 +217,4 @@ def train(
                 break
     bar.close()
     checkpoint(step)
-    return TrainResult(step, losses, stopped_by_budget)
+    return TrainResult(step, stopped_by_budget)
