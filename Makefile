@@ -23,8 +23,8 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs

@@ -68,7 +68,15 @@ class DataConfig(Section):
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="share of documents held out (user corpora only)"
     )
-    tokenizer: Literal["char"] = Field("char", description="tokenizer algorithm")
+    tokenizer: Literal["char", "bpe", "wordpiece", "unigram"] = Field(
+        "char", description="tokenizer algorithm, trained on the training split"
+    )
+    vocab_size: int = Field(
+        8192, ge=1, description="tokenizer vocabulary size (subword algorithms; char ignores it)"
+    )
+    pre_tokenizer: Literal["gpt2", "cl100k"] = Field(
+        "gpt2", description="byte-level BPE's regex: GPT-2's, or GPT-4's cl100k"
+    )
 
     @field_validator("corpus", mode="before")
     @classmethod

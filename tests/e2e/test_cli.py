@@ -246,8 +246,61 @@ def test_corpus_and_tokenizer_commands(corpus_dir, tmp_path, capsys):
     code, out, _ = run_cli("corpus", "stats", capsys=capsys)
     assert code == 0 and "train: 32 documents" in out and "Hamlet" in out
     code, out, _ = run_cli(
-        "tokenizer", "train", str(corpus_dir), "--output", str(tmp_path / "tok"), capsys=capsys
+        "tokenizer",
+        "train",
+        str(corpus_dir),
+        "--algorithm",
+        "char",
+        "--output",
+        str(tmp_path / "tok"),
+        capsys=capsys,
     )
     assert code == 0 and (tmp_path / "tok" / "tokenizer.json").is_file()
     code, out, _ = run_cli("tokenizer", "encode", str(tmp_path / "tok"), "All:", capsys=capsys)
     assert code == 0 and json.loads(out)["tokens"] == ["A", "l", "l", ":"]
+    assert json.loads(out)["offsets"] == [[0, 1], [1, 2], [2, 3], [3, 4]]
+
+
+def test_bpe_tokenizer_commands(corpus_dir, tmp_path, capsys):
+    import tokenizers as hf
+
+    out_dir = tmp_path / "bpe"
+    code, out, err = run_cli(
+        "tokenizer",
+        "train",
+        str(corpus_dir),
+        "--vocab-size",
+        "300",
+        "--output",
+        str(out_dir),
+        capsys=capsys,
+    )
+    assert code == 0, err
+    reference = hf.Tokenizer.from_file(str(out_dir / "tokenizer.json"))
+    code, out, _ = run_cli("tokenizer", "encode", str(out_dir), "All: speak", capsys=capsys)
+    assert json.loads(out)["ids"] == reference.encode("All: speak").ids
+    code, out, _ = run_cli("tokenizer", "stats", str(out_dir), str(corpus_dir), capsys=capsys)
+    stats = json.loads(out)
+    text = "".join(p.read_text() for p in sorted(corpus_dir.iterdir()))
+    expected_tokens = sum(len(reference.encode(p.read_text()).ids) for p in corpus_dir.iterdir())
+    assert stats["tokens"] == expected_tokens and stats["bytes"] == len(text.encode())
+    assert 0 < stats["vocab_used"] <= 300
+
+
+def test_tokenizer_errors(corpus_dir, tmp_path, capsys):
+    code, _, err = run_cli(
+        "tokenizer",
+        "train",
+        str(corpus_dir),
+        "--vocab-size",
+        "100",
+        "--output",
+        str(tmp_path / "t"),
+        capsys=capsys,
+    )
+    assert code == 2 and "smaller than the 256 byte tokens" in one_error_line(err)
+    assert not (tmp_path / "t").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "tokenizer.json").write_text('{"model": {"type": "Mystery"}}')
+    code, _, err = run_cli("tokenizer", "encode", str(tmp_path / "other"), "x", capsys=capsys)
+    assert code == 2 and "not supported" in one_error_line(err)

@@ -78,3 +78,20 @@ def test_unknown_algorithm_and_small_vocab():
         Tokenizer.train(TRAIN, algorithm="nope")
     with pytest.raises(LmforgeError, match="distinct characters"):
         Tokenizer.train(TRAIN, algorithm="char", vocab_size=5)
+
+
+def test_format_version_and_foreign_files(tmp_path):
+    import json
+
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"version": "2.0", "model": {}}))
+    with pytest.raises(LmforgeError, match="format version 2.0"):
+        Tokenizer.load(tmp_path)
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"vocab": {"a": 1}}))
+    with pytest.raises(LmforgeError, match="not a Hugging Face tokenizer.json"):
+        Tokenizer.load(tmp_path)
+
+
+@pytest.mark.parametrize("specials", [[""], ["<a>", "<a>"]])
+def test_bad_special_tokens(specials):
+    with pytest.raises(LmforgeError, match="special tokens must be distinct"):
+        Tokenizer.train(TRAIN, algorithm="char", special_tokens=specials)

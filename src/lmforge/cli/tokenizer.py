@@ -1,4 +1,4 @@
-"""`lmforge tokenizer train|encode`"""
+"""`lmforge tokenizer train|encode|stats`"""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ from lmforge.cli.corpus import add_reading_options
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tokenizer", help="train a tokenizer or encode text with one")
+    p = sub.add_parser("tokenizer", help="train a tokenizer, encode text, measure compression")
     cmds = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
-    train = cmds.add_parser("train", help="train on a corpus and save tokenizer.json")
+    train = cmds.add_parser("train", help="train on a corpus's training split; save tokenizer.json")
     train.add_argument("inputs", nargs="+", help="'shakespeare' or .txt/.jsonl files, dirs, globs")
-    train.add_argument("--algorithm", default="char", help="tokenizer algorithm")
-    train.add_argument("--vocab-size", type=int, default=None)
+    train.add_argument(
+        "--algorithm", default="bpe", choices=["char", "bpe", "wordpiece", "unigram"]
+    )
+    train.add_argument("--vocab-size", type=int, default=8192)
+    train.add_argument(
+        "--pattern", default="gpt2", choices=["gpt2", "cl100k"], help="BPE pre-tokenizer regex"
+    )
     train.add_argument("--output", required=True, help="directory for tokenizer.json")
     add_reading_options(train)
     train.set_defaults(run=run_train)
@@ -21,16 +26,29 @@ def register(sub) -> None:
     encode.add_argument("tokenizer", help="directory holding tokenizer.json")
     encode.add_argument("text")
     encode.set_defaults(run=run_encode)
+    stats = cmds.add_parser("stats", help="bytes per token and vocabulary use on a corpus")
+    stats.add_argument("tokenizer", help="directory holding tokenizer.json")
+    stats.add_argument("inputs", nargs="+", help="'shakespeare' (held-out plays) or files")
+    add_reading_options(stats)
+    stats.set_defaults(run=run_stats)
 
 
 def run_train(args, extra) -> int:
+    import time
+
+    from lmforge.config import DataConfig
     from lmforge.text import load_corpus
-    from lmforge.tokenizers import Tokenizer
+    from lmforge.train.pretrain import train_tokenizer
 
     train, _ = load_corpus(args.inputs, args.text_field, args.invalid_utf8)
-    tokenizer = Tokenizer.train((d.text for d in train), args.algorithm, args.vocab_size)
+    started = time.perf_counter()
+    data = DataConfig(
+        tokenizer=args.algorithm, vocab_size=args.vocab_size, pre_tokenizer=args.pattern
+    )
+    tokenizer = train_tokenizer(data, [d.text for d in train])
     path = tokenizer.save(args.output)
-    print(f"{args.algorithm} tokenizer, {tokenizer.vocab_size} tokens -> {path}")
+    seconds = time.perf_counter() - started
+    print(f"{args.algorithm} tokenizer, {tokenizer.vocab_size} tokens, {seconds:.1f} s -> {path}")
     return 0
 
 
@@ -38,10 +56,45 @@ def run_encode(args, extra) -> int:
     from lmforge.tokenizers import Tokenizer
 
     tokenizer = Tokenizer.load(args.tokenizer)
-    ids = tokenizer.encode(args.text)
+    enc = tokenizer.tokenize(args.text)
     print(
         json.dumps(
-            {"ids": ids, "tokens": [tokenizer.id_to_token(i) for i in ids]}, ensure_ascii=False
+            {"ids": enc.ids, "tokens": enc.tokens, "offsets": enc.offsets}, ensure_ascii=False
+        )
+    )
+    return 0
+
+
+def run_stats(args, extra) -> int:
+    import numpy as np
+
+    from lmforge.text import load_corpus, read_documents
+    from lmforge.tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.load(args.tokenizer)
+    if args.inputs == ["shakespeare"]:
+        docs = load_corpus(["shakespeare"])[1]
+    else:
+        docs = read_documents(args.inputs, args.text_field, args.invalid_utf8)
+    counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+    n_bytes = n_tokens = 0
+    for doc in docs:
+        ids = tokenizer.encode_array(doc.text)
+        counts += np.bincount(ids, minlength=tokenizer.vocab_size)
+        n_bytes += len(doc.text.encode("utf-8"))
+        n_tokens += len(ids)
+    used = int((counts > 0).sum())
+    print(
+        json.dumps(
+            {
+                "documents": len(docs),
+                "bytes": n_bytes,
+                "tokens": n_tokens,
+                "bytes_per_token": n_bytes / max(n_tokens, 1),
+                "vocab_size": tokenizer.vocab_size,
+                "vocab_used": used,
+                "vocab_used_share": used / tokenizer.vocab_size,
+            }
         )
     )
     return 0

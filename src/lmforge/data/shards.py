@@ -8,7 +8,7 @@ dtype, token count, text bytes and documents, so readers need no guessing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,3 +70,50 @@ def open_split(directory: str | Path, split: str) -> tuple[np.memmap, ShardInfo]
             "it is truncated: rebuild the shards"
         )
     return tokens, info
+
+
+# -- encoding documents, on every core for large corpora
+
+_worker_tokenizer = None
+
+
+def _init_worker(tokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def _encode_one(text: str) -> tuple[np.ndarray, int]:
+    return _worker_tokenizer.encode_array(text), len(text.encode("utf-8"))
+
+
+def encode_documents(
+    tokenizer, texts: list[str], progress: str | None = None, workers: int | None = None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """(ids, text bytes) per document, in order. Corpora over a few MB are encoded by a pool
+    of processes (one per core); each document stays whole, so results equal a serial run."""
+    import os
+
+    from tqdm import tqdm
+
+    total = sum(len(t) for t in texts)
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(
+        total=len(texts),
+        desc=progress,
+        unit="doc",
+        disable=progress is None or total < 2**22,
+        leave=False,
+    )
+    if workers == 1 or total < 2**22 or len(texts) < 2:
+        for text in texts:
+            yield tokenizer.encode_array(text), len(text.encode("utf-8"))
+            bar.update(1)
+        bar.close()
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        for result in pool.map(_encode_one, texts, chunksize=max(1, len(texts) // (8 * workers))):
+            yield result
+            bar.update(1)
+    bar.close()

@@ -1,6 +1,15 @@
 """Tokenizers: one interface (`Tokenizer`), one file per algorithm, HF tokenizer.json on disk."""
 
-from lmforge.tokenizers.base import EOT, TOKENIZER_FILE, Tokenizer
+from lmforge.tokenizers.base import EOT, TOKENIZER_FILE, Encoding, Template, Tokenizer
+from lmforge.tokenizers.bpe import BPETokenizer
 from lmforge.tokenizers.char import CharTokenizer
 
-__all__ = ["EOT", "TOKENIZER_FILE", "CharTokenizer", "Tokenizer"]
+__all__ = [
+    "EOT",
+    "TOKENIZER_FILE",
+    "BPETokenizer",
+    "CharTokenizer",
+    "Encoding",
+    "Template",
+    "Tokenizer",
+]

@@ -33,7 +33,7 @@ class CharTokenizer(Tokenizer):
             self._table[code] = i
 
     @classmethod
-    def _train(cls, texts: Iterable[str], vocab_size: int | None, specials: list[str]):
+    def _train(cls, texts: Iterable[str], vocab_size: int | None, specials: list[str], **options):
         seen: set[str] = set()
         for text in texts:
             seen.update(text)
@@ -93,10 +93,13 @@ class CharTokenizer(Tokenizer):
             "model": {"type": "WordLevel", "vocab": self.index, "unk_token": UNK},
         }
 
-    def encode(self, text: str) -> list[int]:
-        return self.encode_array(text).tolist()
+    def _encode_ordinary(self, text: str) -> list[int]:
+        return self._encode_chars(text).tolist()
 
-    def encode_array(self, text: str) -> np.ndarray:
+    def _encode_ordinary_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        return self._encode_chars(text).tolist(), [(i, i + 1) for i in range(len(text))]
+
+    def encode_array(self, text: str) -> np.ndarray:  # one numpy gather for a whole corpus
         parts = self.split_specials(text)
         if len(parts) == 1 and isinstance(parts[0], str):
             return self._encode_chars(parts[0])

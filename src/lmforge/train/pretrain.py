@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from lmforge.config import Config, ModelConfig, build_config
-from lmforge.data import WindowSampler, eval_windows, open_split, write_split
+from lmforge.config import Config, DataConfig, ModelConfig, build_config
+from lmforge.data import WindowSampler, encode_documents, eval_windows, open_split, write_split
 from lmforge.device import pick_device, resolve_precision
 from lmforge.errors import LmforgeError
 from lmforge.fileio import write_json, write_text
@@ -62,6 +62,12 @@ def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
         raise LmforgeError(f"{run_dir} is not an lmforge run directory; refusing to delete it")
 
 
+def train_tokenizer(data: DataConfig, texts: list[str]) -> Tokenizer:
+    options = {"pattern": data.pre_tokenizer} if data.tokenizer == "bpe" else {}
+    size = None if data.tokenizer == "char" else data.vocab_size
+    return Tokenizer.train(texts, data.tokenizer, size, **options)
+
+
 def sized_model_config(model: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
     if model.vocab_size == 0:
         return model.model_copy(update={"vocab_size": tokenizer.vocab_size})
@@ -91,14 +97,14 @@ def _check_same_run(run_dir: Path, cfg: Config) -> None:
             )
 
 
-def _build_run(cfg: Config, log: Callable[[str], None]) -> tuple[Config, Tokenizer]:
+def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple[Config, Tokenizer]:
     """Corpus -> tokenizer -> shards, assembled beside the run directory and moved into place
     only when complete, so bad input never costs an existing run or leaves half a new one."""
     train_docs, valid_docs = load_corpus(
         cfg.data.corpus, cfg.data.text_field, cfg.data.invalid_utf8, cfg.data.valid_fraction
     )
     log(f"corpus: {len(train_docs)} train / {len(valid_docs)} valid documents")
-    tokenizer = Tokenizer.train((d.text for d in train_docs), algorithm=cfg.data.tokenizer)
+    tokenizer = train_tokenizer(cfg.data, [d.text for d in train_docs])
     cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
     run_dir = cfg.run_dir
     _check_replaceable(run_dir, cfg.run.overwrite)
@@ -111,7 +117,9 @@ def _build_run(cfg: Config, log: Callable[[str], None]) -> tuple[Config, Tokeniz
             info = write_split(
                 staging / "data",
                 split,
-                ((tokenizer.encode_array(d.text), len(d.text.encode("utf-8"))) for d in docs),
+                encode_documents(
+                    tokenizer, [d.text for d in docs], f"encoding {split}" if progress else None
+                ),
                 tokenizer.vocab_size,
                 separator=tokenizer.eot_id,
             )
@@ -154,7 +162,7 @@ def pretrain(
         tokenizer = Tokenizer.load(run_dir)
         cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
     else:
-        cfg, tokenizer = _build_run(cfg, log)
+        cfg, tokenizer = _build_run(cfg, log, progress)
 
     train_tokens, _ = open_split(run_dir / "data", "train")
     valid_tokens, _ = open_split(run_dir / "data", "valid")
