@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # torch is installed first and pinned so pip never swaps in a different build; override
 # on machines that need another wheel, e.g. `make demo TORCH="torch==2.13.0 --index-url ..."`.
 TORCH  ?= torch==2.13.0
-PRESET ?= shakespeare-char
+PRESET ?= shakespeare-bpe
 
 .PHONY: demo test lint clean
 

@@ -304,3 +304,24 @@ def test_tokenizer_errors(corpus_dir, tmp_path, capsys):
     (tmp_path / "other" / "tokenizer.json").write_text('{"model": {"type": "Mystery"}}')
     code, _, err = run_cli("tokenizer", "encode", str(tmp_path / "other"), "x", capsys=capsys)
     assert code == 2 and "not supported" in one_error_line(err)
+
+
+@pytest.mark.parametrize("algorithm", ["bpe", "wordpiece"])
+def test_pretrain_with_each_subword_tokenizer(corpus_dir, tmp_path, capsys, algorithm):
+    args = overrides(corpus_dir, tmp_path, **{"train.max_steps": 3})
+    code, out, err = run_cli(
+        "pretrain",
+        "shakespeare-char",
+        "--no-progress",
+        *args,
+        f"--data.tokenizer={algorithm}",
+        "--data.vocab_size=300",
+        capsys=capsys,
+    )
+    assert code == 0, err
+    from lmforge.tokenizers import Tokenizer
+
+    tok = Tokenizer.load(tmp_path / "tiny")
+    assert tok.algorithm == algorithm and tok.vocab_size <= 300
+    results = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    assert results["valid_bits_per_byte"] > 0

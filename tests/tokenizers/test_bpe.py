@@ -1,5 +1,7 @@
 """Byte-level BPE against Hugging Face `tokenizers` and `tiktoken` on the same vocabulary."""
 
+import string
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -161,11 +163,20 @@ def test_bad_input():
         BPETokenizer(_small().vocab, [("zz", "qq")], [])
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=40))
+# Lines of ASCII and of any Unicode, mixed: exercises the ASCII fast path and its cut points.
+_LINES = st.lists(
+    st.one_of(st.text(alphabet=string.printable, max_size=20), st.text(max_size=8)), max_size=6
+).map("\n".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=40), _LINES))
 def test_any_unicode_encodes_as_huggingface_does(text):
     ours, ref = _small_with_reference()
-    assert ours.encode(text) == ref.encode(text).ids
+    expected = ref.encode(text)
+    got = ours.tokenize(text)
+    assert ours.encode(text) == got.ids == expected.ids
+    assert got.offsets == expected.offsets
 
 
 _REF = []

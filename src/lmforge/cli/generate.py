@@ -24,7 +24,7 @@ def run(args, extra) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
     ids = generate(
         model,
-        tokenizer.encode(args.prompt),
+        tokenizer.encode(args.prompt, add_special_tokens=False),
         args.max_new_tokens,
         args.temperature,
         args.top_k,

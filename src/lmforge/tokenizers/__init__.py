@@ -3,6 +3,7 @@
 from lmforge.tokenizers.base import EOT, TOKENIZER_FILE, Encoding, Template, Tokenizer
 from lmforge.tokenizers.bpe import BPETokenizer
 from lmforge.tokenizers.char import CharTokenizer
+from lmforge.tokenizers.wordpiece import WordPieceTokenizer
 
 __all__ = [
     "EOT",
@@ -12,4 +13,5 @@ __all__ = [
     "Encoding",
     "Template",
     "Tokenizer",
+    "WordPieceTokenizer",
 ]

@@ -37,7 +37,7 @@ class Encoding:
     offsets: list[Offset]  # (0, 0) for tokens the template or padding added
     type_ids: list[int]  # 0 for the first sequence, 1 for the second (BERT's segments)
     attention_mask: list[int]  # 0 on padding
-    special_tokens_mask: list[int]  # 1 on special and padding tokens
+    special_tokens_mask: list[int]  # 1 on tokens the template or padding added
     sequence_ids: list[int | None] = field(default_factory=list)  # 0, 1, or None if added
     overflowing: list[Encoding] = field(default_factory=list)  # further truncation windows
 
@@ -112,6 +112,7 @@ class Template:
 
 class Tokenizer(ABC):
     algorithm: ClassVar[str]
+    default_specials: ClassVar[tuple[str, ...]] = (EOT,)
     registry: ClassVar[dict[str, type[Tokenizer]]] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -125,12 +126,15 @@ class Tokenizer(ABC):
         texts: Iterable[str],
         algorithm: str = "char",
         vocab_size: int | None = None,
-        special_tokens: Iterable[str] = (EOT,),
+        special_tokens: Iterable[str] | None = None,
         **options,
     ) -> Tokenizer:
         """Learn a vocabulary from `texts`; `options` go to the algorithm (e.g. BPE's
-        `pattern='cl100k'`)."""
-        special_tokens = list(special_tokens)
+        `pattern='cl100k'`). Special tokens default to the algorithm's own (GPT's
+        <|endoftext|>, BERT's [PAD] [UNK] [CLS] [SEP] [MASK], ...)."""
+        if algorithm in Tokenizer.registry and special_tokens is None:
+            special_tokens = Tokenizer.registry[algorithm].default_specials
+        special_tokens = list(special_tokens or [])
         if any(not s for s in special_tokens) or len(set(special_tokens)) < len(special_tokens):
             raise LmforgeError(
                 f"special tokens must be distinct non-empty strings: {special_tokens}"
@@ -243,7 +247,7 @@ class Tokenizer(ABC):
                 end = start + len(self.id_to_token(piece) or "")
                 ids.append(piece)
                 offsets.append((start, end))
-                special.append(1)
+                special.append(0)  # as in Hugging Face: only tokens the template adds count
                 start = end
                 continue
             piece_ids, piece_offsets = self._encode_ordinary_offsets(piece)

@@ -210,7 +210,9 @@ def pretrain(
         loss=final["loss"],
         bpb=final["bpb"],
     )
-    prompt = tokenizer.encode(cfg.run.sample_prompt) or [tokenizer.eot_id or 0]
+    prompt = tokenizer.encode(cfg.run.sample_prompt, add_special_tokens=False) or [
+        tokenizer.eot_id or 0
+    ]
     sample = cfg.run.sample_prompt + tokenizer.decode(
         generate(
             model,

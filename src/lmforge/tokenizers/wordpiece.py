@@ -1,0 +1,516 @@
+"""WordPiece, as in BERT (Schuster & Nakajima 2012; Wu et al. 2016; Devlin et al. 2019).
+
+Pipeline, the same as Hugging Face's BertNormalizer, BertPreTokenizer and WordPiece model:
+
+1. Normalize, one character at a time: drop NUL, U+FFFD and control/format characters,
+   turn whitespace into spaces, put spaces around CJK ideographs, then (for uncased models)
+   strip accents (NFD, drop non-spacing marks) and lower-case. Every normalized character
+   remembers the original character it came from, so offsets point into the original text.
+2. Pre-tokenize: split on whitespace and cut off every punctuation character on its own.
+3. Model: each word is cut greedily, longest vocabulary match first; pieces after the first
+   carry the `##` continuation prefix. A word with no full cut, or longer than
+   `max_input_chars_per_word`, becomes a single `[UNK]`.
+
+Training starts from the characters (`h ##e ##l ##l ##o`) and repeatedly merges the adjacent
+pair whose merge most raises the likelihood of the corpus under a unigram model of the
+pieces: about count(ab) * log(count(ab) * total / (count(a) * count(b))), computed exactly.
+The bare ratio count(ab) / (count(a) * count(b)), the gain per occurrence, is the option
+`criterion="ratio"`; it spends the vocabulary on rare pairs. Training works on unique words
+with their counts; a merge touches only the words holding the pair, and since it lowers the
+counts of both parts, the pairs holding either part are re-scored too.
+
+On disk it is a Hugging Face tokenizer.json; a BERT `vocab.txt` can be read as well.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import regex
+
+from lmforge.errors import LmforgeError
+from lmforge.tokenizers.base import Offset, Template, Tokenizer
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+UNK = "[UNK]"
+PREFIX = "##"
+MAX_CHARS = 100
+
+# BERT's CJK ideograph blocks. Google's BERT starts one of them at U+2B820; Hugging Face's
+# BertNormalizer starts it at U+2B920, and we follow Hugging Face so that the tokenizer.json
+# we write gives the same ids in both libraries.
+_CJK = [
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B920, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+]
+# Unicode's White_Space property, which Rust's `char::is_whitespace` (and so Hugging Face)
+# uses; Python's str.isspace() also counts U+001C..U+001F.
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# BERT's punctuation: every ASCII non-alphanumeric printable ('$', '+', '^' ... too) and
+# Unicode category P.
+_PUNCT = r"!-/:-@\[-`{-~\p{P}"
+_SPACE = regex.compile(f"[{_WHITESPACE}]")
+_PRE_TOKEN = regex.compile(rf"[^{_WHITESPACE}{_PUNCT}]+|[{_PUNCT}]")
+
+
+def _is_cjk(code: int) -> bool:
+    return any(lo <= code <= hi for lo, hi in _CJK)
+
+
+def _is_control(char: str) -> bool:
+    # Tab and newlines are whitespace, not control. Unassigned code points (Cn) are kept,
+    # as Hugging Face does.
+    return char not in "\t\n\r" and unicodedata.category(char) in {"Cc", "Cf", "Co", "Cs"}
+
+
+class _CharTable(dict):
+    """Code point -> its normalized string, filled on first sight, for `str.translate`."""
+
+    def __init__(self, clean_text: bool, cjk: bool, strip_accents: bool, lowercase: bool):
+        super().__init__()
+        self.options = clean_text, cjk, strip_accents, lowercase
+
+    def __missing__(self, code: int) -> str:
+        clean_text, cjk, strip_accents, lowercase = self.options
+        out = chr(code)
+        if clean_text:
+            if code in (0, 0xFFFD) or _is_control(out):
+                out = ""
+            elif _SPACE.match(out):
+                out = " "
+        if cjk and _is_cjk(code):
+            out = f" {out} "
+        if strip_accents:
+            nfd = unicodedata.normalize("NFD", out)
+            out = "".join(c for c in nfd if unicodedata.category(c) != "Mn")
+        if lowercase:  # per character, as Rust's char::to_lowercase (no final-sigma rule)
+            out = "".join(c.lower() for c in out)
+        self[code] = out
+        return out
+
+
+def _cleanup(text: str) -> str:
+    """Hugging Face's WordPiece decoder cleanup: no space before . ? ! , and English clitics."""
+    for dirty, clean in [
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" do not", " don't"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ]:
+        text = text.replace(dirty, clean)
+    return text
+
+
+def _train_pieces(
+    word_counts: dict[str, int], n_new: int, prefix: str, criterion: str = "likelihood"
+) -> list[str]:
+    """Up to `n_new` merged tokens, in the order the criterion picks them."""
+    names: list[str] = []  # symbol id -> token text
+    ids: dict[str, int] = {}
+
+    def symbol(text: str) -> int:
+        if text not in ids:
+            ids[text] = len(names)
+            names.append(text)
+        return ids[text]
+
+    words = [[symbol(w[0])] + [symbol(prefix + c) for c in w[1:]] for w in word_counts]
+    counts = list(word_counts.values())
+    sym_count: dict[int, int] = defaultdict(int)
+    pair_count: dict[tuple[int, int], int] = defaultdict(int)
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> words holding it
+    partners: dict[int, set[tuple[int, int]]] = defaultdict(set)  # symbol -> live pairs
+    for i, (word, count) in enumerate(zip(words, counts)):
+        for s in word:
+            sym_count[s] += count
+        for pair in zip(word, word[1:]):
+            pair_count[pair] += count
+            where[pair].add(i)
+            partners[pair[0]].add(pair)
+            partners[pair[1]].add(pair)
+    total = sum(sym_count.values())  # pieces in the corpus; each merge removes some
+
+    log = math.log
+
+    def score(pair: tuple[int, int]) -> float:
+        n, a, b = pair_count[pair], sym_count[pair[0]], sym_count[pair[1]]
+        if criterion == "ratio":
+            return n / (a * b)
+        # Change of the corpus log-likelihood, sum of c log(c / total) over pieces, under a
+        # unigram model of the pieces when n pairs a b become n pieces ab (x log x, inlined).
+        if pair[0] == pair[1]:
+            rest = a - 2 * n
+            change = n * log(n) - a * log(a) + (rest * log(rest) if rest > 0 else 0.0)
+        else:
+            change = n * log(n) - a * log(a) - b * log(b)
+            change += (a - n) * log(a - n) if a > n else 0.0
+            change += (b - n) * log(b - n) if b > n else 0.0
+        return change + total * log(total) - (total - n) * log(total - n)
+
+    # A max-heap of (score, pair) where each pair's best entry is never below its current
+    # score: a change that can raise a score (fewer a's or b's) pushes a fresh entry, and
+    # the shrinking total only lowers likelihood gains. So a popped pair whose current
+    # score is still at least the next entry's is the best; otherwise it goes back
+    # re-scored.
+    heap = [(-score(p), p) for p in pair_count]
+    heapq.heapify(heap)
+    merged: list[str] = []
+    while len(merged) < n_new and heap:
+        neg, pair = heapq.heappop(heap)
+        if pair_count.get(pair, 0) == 0:
+            continue
+        current = score(pair)
+        if heap and current < -heap[0][0]:
+            heapq.heappush(heap, (-current, pair))
+            continue
+        a, b = pair
+        text = names[a] + names[b][len(prefix) :]  # b is always a ## piece
+        if text not in ids:  # another split of the same string may have made it already
+            merged.append(text)
+        new = symbol(text)
+        pair_delta: dict[tuple[int, int], int] = defaultdict(int)
+        sym_delta: dict[int, int] = defaultdict(int)
+        for i in where.pop(pair):
+            word, count = words[i], counts[i]
+            out, j = [], 0
+            while j < len(word):
+                if j + 1 < len(word) and word[j] == a and word[j + 1] == b:
+                    out.append(new)
+                    sym_delta[a] -= count
+                    sym_delta[b] -= count
+                    sym_delta[new] += count
+                    j += 2
+                else:
+                    out.append(word[j])
+                    j += 1
+            for p in zip(word, word[1:]):
+                pair_delta[p] -= count
+            for p in zip(out, out[1:]):
+                pair_delta[p] += count
+                where[p].add(i)
+            words[i] = out
+        for s, delta in sym_delta.items():
+            sym_count[s] += delta
+        total -= sym_delta[new]
+        touched = set(partners[a]) | set(partners[b])  # their denominators changed
+        for p, delta in pair_delta.items():
+            if delta == 0:
+                continue
+            pair_count[p] += delta
+            touched.add(p)
+            if pair_count[p] <= 0:
+                del pair_count[p]
+                partners[p[0]].discard(p)
+                partners[p[1]].discard(p)
+            else:
+                partners[p[0]].add(p)
+                partners[p[1]].add(p)
+        for p in touched:
+            if pair_count.get(p, 0) > 0:
+                heapq.heappush(heap, (-score(p), p))
+    return merged
+
+
+class WordPieceTokenizer(Tokenizer):
+    algorithm = "wordpiece"
+    default_specials = tuple(BERT_SPECIALS)
+
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        specials: list[str],
+        *,
+        unk_token: str = UNK,
+        prefix: str = PREFIX,
+        max_input_chars_per_word: int = MAX_CHARS,
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        clean_text: bool = True,
+        handle_chinese_chars: bool = True,
+        cleanup: bool = True,
+    ):
+        if unk_token not in vocab:
+            raise LmforgeError(f"the WordPiece vocabulary lacks its unknown token {unk_token!r}")
+        self.vocab = vocab
+        self.inverse = {i: t for t, i in vocab.items()}
+        self.specials = specials
+        self.unk_token = unk_token
+        self.prefix = prefix
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self.lowercase = lowercase
+        self.strip_accents = strip_accents  # None: follow `lowercase`, as Hugging Face does
+        self.clean_text = clean_text
+        self.handle_chinese_chars = handle_chinese_chars
+        self.cleanup = cleanup
+        strip = lowercase if strip_accents is None else strip_accents
+        self._table = _CharTable(clean_text, handle_chinese_chars, strip, lowercase)
+        self._unk_id = vocab[unk_token]
+        self._longest = max(map(len, vocab))  # no match can be longer; bounds the search
+        self._special_ids = {vocab[s] for s in specials if s in vocab}
+        self._cache: dict[str, list[tuple[int, int, int]]] = {}
+        has = vocab.__contains__
+        self.template = (
+            Template(["[CLS]", "$A", "[SEP]"], ["[CLS]", "$A", "[SEP]", "$B:1", "[SEP]:1"])
+            if has("[CLS]") and has("[SEP]")
+            else None
+        )
+        self.pad_token = "[PAD]" if has("[PAD]") else None
+
+    # -- training and loading
+
+    @classmethod
+    def _train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int | None,
+        specials: list[str],
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        criterion: str = "likelihood",
+    ) -> WordPieceTokenizer:
+        """Options: `lowercase`/`strip_accents` as for uncased or cased BERT; `criterion`
+        'likelihood' (the gain in corpus log-likelihood) or 'ratio' (count(ab) / (count(a)
+        * count(b)), the per-occurrence gain, which favours rare pairs)."""
+        if criterion not in {"likelihood", "ratio"}:
+            raise LmforgeError(f"unknown criterion '{criterion}'; use 'likelihood' or 'ratio'")
+        # BERT's five special tokens are always there: the model needs [UNK], the template
+        # [CLS] and [SEP], padding [PAD]. Others asked for come after them.
+        specials = BERT_SPECIALS + [s for s in specials if s not in BERT_SPECIALS]
+        vocab_size = vocab_size or 8192
+        strip = lowercase if strip_accents is None else strip_accents
+        table = _CharTable(clean_text=True, cjk=True, strip_accents=strip, lowercase=lowercase)
+        words: Counter[str] = Counter()
+        for text in texts:
+            words.update(_PRE_TOKEN.findall(text.translate(table)))
+        if not words:
+            raise LmforgeError("the corpus is empty: nothing to train the tokenizer on")
+        alphabet = {w[0] for w in words} | {PREFIX + c for w in words for c in w[1:]}
+        alphabet = sorted(alphabet - set(specials))
+        if vocab_size < len(specials) + len(alphabet):
+            raise LmforgeError(
+                f"the corpus needs {len(alphabet)} character tokens (word-initial and ## "
+                f"forms), which with {len(specials)} special tokens need vocab_size >= "
+                f"{len(specials) + len(alphabet)} (got {vocab_size})"
+            )
+        tokens = specials + alphabet
+        for token in _train_pieces(words, vocab_size - len(tokens), PREFIX, criterion):
+            if token not in specials:
+                tokens.append(token)
+        vocab = {t: i for i, t in enumerate(tokens)}
+        return cls(vocab, specials, lowercase=lowercase, strip_accents=strip_accents)
+
+    @classmethod
+    def from_vocab_file(
+        cls, path: str | Path, lowercase: bool = True, strip_accents: bool | None = None
+    ) -> WordPieceTokenizer:
+        """Read a BERT `vocab.txt`: one token a line, the id is the line number."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise LmforgeError(f"cannot read the vocabulary {path}: {e}") from None
+        # Only "\n" ends a line: str.splitlines would also cut at U+0085, U+2028 ...
+        lines = text.removesuffix("\n").split("\n") if text else []
+        vocab: dict[str, int] = {}
+        for i, line in enumerate(lines):
+            token = line.removesuffix("\r")
+            if token in vocab:
+                raise LmforgeError(
+                    f"{path}: token {token!r} on line {i + 1} repeats line {vocab[token] + 1}"
+                )
+            vocab[token] = i
+        if UNK not in vocab:
+            raise LmforgeError(f"{path} is not a BERT vocabulary: it has no {UNK} token")
+        specials = [s for s in BERT_SPECIALS if s in vocab]
+        return cls(vocab, specials, lowercase=lowercase, strip_accents=strip_accents)
+
+    @classmethod
+    def _recognises(cls, spec: dict) -> bool:
+        return spec.get("model", {}).get("type") == "WordPiece"
+
+    @classmethod
+    def _from_spec(cls, spec: dict) -> WordPieceTokenizer:
+        model = spec["model"]
+        normalizer = spec.get("normalizer") or {
+            "type": "BertNormalizer",
+            "clean_text": False,
+            "handle_chinese_chars": False,
+            "strip_accents": False,
+            "lowercase": False,
+        }
+        if normalizer["type"] != "BertNormalizer":
+            raise LmforgeError(
+                f"WordPiece with a {normalizer['type']} normalizer is not supported; "
+                "lmforge reads BertNormalizer"
+            )
+        pre = (spec.get("pre_tokenizer") or {}).get("type")
+        if pre != "BertPreTokenizer":
+            raise LmforgeError(
+                f"WordPiece with pre-tokenizer {pre} is not supported; lmforge reads "
+                "BertPreTokenizer"
+            )
+        vocab = dict(model["vocab"])
+        specials = []
+        for token in spec.get("added_tokens", []):
+            vocab.setdefault(token["content"], token["id"])
+            if token.get("special"):
+                specials.append(token["content"])
+        decoder = spec.get("decoder") or {}
+        tok = cls(
+            vocab,
+            specials,
+            unk_token=model.get("unk_token", UNK),
+            prefix=model.get("continuing_subword_prefix", PREFIX),
+            max_input_chars_per_word=model.get("max_input_chars_per_word", MAX_CHARS),
+            lowercase=normalizer.get("lowercase", True),
+            strip_accents=normalizer.get("strip_accents"),
+            clean_text=normalizer.get("clean_text", True),
+            handle_chinese_chars=normalizer.get("handle_chinese_chars", True),
+            cleanup=decoder.get("cleanup", True),
+        )
+        tok.template = Template.from_spec(spec.get("post_processor"))
+        pad = (spec.get("padding") or {}).get("pad_token")
+        if pad in vocab:
+            tok.pad_token = pad
+        return tok
+
+    def to_spec(self) -> dict:
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [
+                {
+                    "id": self.vocab[s],
+                    "content": s,
+                    "single_word": False,
+                    "lstrip": False,
+                    "rstrip": False,
+                    "normalized": False,
+                    "special": True,
+                }
+                for s in self.specials
+            ],
+            "normalizer": {
+                "type": "BertNormalizer",
+                "clean_text": self.clean_text,
+                "handle_chinese_chars": self.handle_chinese_chars,
+                "strip_accents": self.strip_accents,
+                "lowercase": self.lowercase,
+            },
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": self.template.to_spec(self.token_to_id) if self.template else None,
+            "decoder": {"type": "WordPiece", "prefix": self.prefix, "cleanup": self.cleanup},
+            "model": {
+                "type": "WordPiece",
+                "unk_token": self.unk_token,
+                "continuing_subword_prefix": self.prefix,
+                "max_input_chars_per_word": self.max_input_chars_per_word,
+                "vocab": self.vocab,
+            },
+        }
+
+    # -- encoding
+
+    def _words(self, text: str) -> list[str]:
+        return _PRE_TOKEN.findall(text.translate(self._table))
+
+    def _pieces(self, word: str) -> list[tuple[int, int, int]]:
+        """(id, start, end) of each piece, offsets into `word`."""
+        pieces = self._cache.get(word)
+        if pieces is None:
+            pieces = self._greedy(word)
+            if len(self._cache) < 200_000:
+                self._cache[word] = pieces
+        return pieces
+
+    def _greedy(self, word: str) -> list[tuple[int, int, int]]:
+        """Longest vocabulary match first, then the longest `##` match after it, and so on."""
+        n = len(word)
+        unknown = [(self._unk_id, 0, n)]
+        if n > self.max_input_chars_per_word:
+            return unknown
+        pieces, start = [], 0
+        while start < n:
+            for end in range(min(n, start + self._longest), start, -1):
+                piece = word[start:end] if start == 0 else self.prefix + word[start:end]
+                id = self.vocab.get(piece)
+                if id is not None:
+                    pieces.append((id, start, end))
+                    start = end
+                    break
+            else:  # nothing in the vocabulary fits here: the whole word is unknown
+                return unknown
+        return pieces
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        pieces = self._pieces
+        return [id for word in self._words(text) for id, _, _ in pieces(word)]
+
+    def _encode_ordinary_offsets(self, text: str) -> tuple[list[int], list[Offset]]:
+        table = self._table
+        normalized = text.translate(table)
+        origin = None  # normalized position -> original position, when they differ
+        if any(len(table[ord(c)]) != 1 for c in set(text)):
+            origin = [i for i, c in enumerate(text) for _ in table[ord(c)]]
+        ids: list[int] = []
+        offsets: list[Offset] = []
+        for m in _PRE_TOKEN.finditer(normalized):
+            for id, a, b in self._pieces(m.group()):
+                a, b = m.start() + a, m.start() + b
+                ids.append(id)
+                offsets.append((origin[a], origin[b - 1] + 1) if origin else (a, b))
+        return ids, offsets
+
+    # -- decoding and vocabulary
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Tokens joined by spaces, `##` pieces glued to the one before, as Hugging Face's
+        WordPiece decoder (with its cleanup of spaces before punctuation)."""
+        out = []
+        for i in ids:
+            token = self.inverse.get(i)
+            if token is None or (skip_special_tokens and i in self._special_ids):
+                continue
+            if out:
+                token = token[len(self.prefix) :] if token.startswith(self.prefix) else " " + token
+            out.append(_cleanup(token) if self.cleanup else token)
+        return "".join(out)
+
+    def token_bytes(self) -> list[int]:
+        sizes = super().token_bytes()
+        for i, size in enumerate(sizes):
+            if size and self.inverse.get(i, "").startswith(self.prefix):
+                sizes[i] = size - len(self.prefix.encode("utf-8"))
+        return sizes
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.get(token)
+
+    def id_to_token(self, id: int) -> str | None:
+        return self.inverse.get(id)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return list(self.specials)
