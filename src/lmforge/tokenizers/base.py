@@ -10,6 +10,7 @@ come last. Tokenizers are saved as a Hugging Face `tokenizer.json`, so
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from abc import ABC, abstractmethod
@@ -221,20 +222,26 @@ class Tokenizer(ABC):
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text`; the template's framing tokens are added unless told not to."""
-        ids = self.encode_array(text).tolist()
+        ids = self._encode_ids(text)
         if add_special_tokens and self.template:
             ids = self._assemble([(ids, [(0, 0)] * len(ids), [0] * len(ids))], framed=True).ids
         return ids
 
     def encode_array(self, text: str) -> np.ndarray:
         """Ids of `text` as a numpy array, without template tokens: a stretch of a token stream."""
+        return np.asarray(self._encode_ids(text), dtype=np.int64)
+
+    def _encode_ids(self, text: str) -> list[int]:
+        pieces = self.split_specials(text)
+        if len(pieces) == 1 and isinstance(pieces[0], str):  # the common case: no specials
+            return self._encode_ordinary(pieces[0])
         ids: list[int] = []
-        for piece in self.split_specials(text):
+        for piece in pieces:
             if isinstance(piece, int):
                 ids.append(piece)
             else:
                 ids.extend(self._encode_ordinary(piece))
-        return np.asarray(ids, dtype=np.int64)
+        return ids
 
     def _encode_offsets(self, text: str) -> tuple[list[int], list[Offset], list[int]]:
         """Ids, offsets into `text` and the special-token mask, specials included."""
@@ -418,12 +425,16 @@ class Tokenizer(ABC):
     def split_specials(self, text: str) -> list[str | int]:
         """Cut `text` at special tokens, which are matched as written and never split, as
         Hugging Face does for added tokens: ['a', 0, 'b'] for 'a<|endoftext|>b'."""
-        specials = sorted(self.special_tokens, key=len, reverse=True)
-        if not any(s in text for s in specials):
+        pattern = self._specials_pattern
+        if pattern is None or not pattern.search(text):
             return [text]
-        pattern = "(" + "|".join(re.escape(s) for s in specials) + ")"
-        pieces = re.split(pattern, text)
+        pieces = pattern.split(text)
         return [self.token_to_id(p) if i % 2 else p for i, p in enumerate(pieces) if p]
+
+    @functools.cached_property
+    def _specials_pattern(self) -> re.Pattern | None:
+        specials = sorted(self.special_tokens, key=len, reverse=True)  # longest match first
+        return re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]

@@ -256,7 +256,10 @@ class BPETokenizer(Tokenizer):
     def _encode_ordinary(self, text: str) -> list[int]:
         # The hot path: most words are cached, so this is a regex scan and dict look-ups.
         get, bpe = self._cache.get, self._bpe
-        words = [w for _, piece in self._pieces(text) for w in self._scanner(piece).findall(piece)]
+        if self._ascii is not None and text.isascii():
+            words = self._ascii.findall(text)
+        else:
+            words = [w for _, p in self._pieces(text) for w in self._scanner(p).findall(p)]
         return list(chain.from_iterable([get(w) or bpe(w) for w in words]))
 
     def _encode_ordinary_offsets(self, text: str) -> tuple[list[int], list[Offset]]:
