@@ -7,10 +7,13 @@ def test_time_budget_stops_early_with_the_schedule_decayed(tiny_config):
     result = pretrain(cfg, progress=False, log=lambda s: None)
     assert result["stopped_by_time_budget"] and 0 < result["steps"] < 100000
     rows = [r for r in MetricsLog.read(cfg.run_dir / "metrics.jsonl") if r["event"] == "train"]
-    floor = cfg.train.learning_rate * cfg.train.min_lr_ratio
-    # The last step began close to the deadline, so the LR is near its floor (within the
-    # cosine's last tenth, allowing for a slow machine), far below the peak.
-    assert floor <= rows[-1]["lr"] < floor + 0.03 * (cfg.train.learning_rate - floor)
+    peak, floor = cfg.train.learning_rate, cfg.train.learning_rate * cfg.train.min_lr_ratio
+    # By steps alone the LR would still be at its peak (step << max_steps); following the
+    # clock it has decayed most of the way by the deadline. The bound allows a slow or busy
+    # machine: the last step starts at least half-way through the budget.
+    assert floor <= rows[-1]["lr"] < 0.5 * peak
+    after_warmup = [r["lr"] for r in rows if r["step"] > cfg.train.warmup_steps]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:]))
 
 
 def test_time_budget_spans_resumes(tiny_config):
