@@ -306,7 +306,7 @@ def test_tokenizer_errors(corpus_dir, tmp_path, capsys):
     assert code == 2 and "not supported" in one_error_line(err)
 
 
-@pytest.mark.parametrize("algorithm", ["bpe", "wordpiece"])
+@pytest.mark.parametrize("algorithm", ["bpe", "wordpiece", "unigram"])
 def test_pretrain_with_each_subword_tokenizer(corpus_dir, tmp_path, capsys, algorithm):
     args = overrides(corpus_dir, tmp_path, **{"train.max_steps": 3})
     code, out, err = run_cli(

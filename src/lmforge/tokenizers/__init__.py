@@ -3,6 +3,7 @@
 from lmforge.tokenizers.base import EOT, TOKENIZER_FILE, Encoding, Template, Tokenizer
 from lmforge.tokenizers.bpe import BPETokenizer
 from lmforge.tokenizers.char import CharTokenizer
+from lmforge.tokenizers.unigram import UnigramTokenizer
 from lmforge.tokenizers.wordpiece import WordPieceTokenizer
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "Encoding",
     "Template",
     "Tokenizer",
+    "UnigramTokenizer",
     "WordPieceTokenizer",
 ]

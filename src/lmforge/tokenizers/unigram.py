@@ -1,0 +1,573 @@
+"""Unigram language-model tokenizer, as in SentencePiece (Kudo 2018).
+
+The model is a vocabulary of pieces, each with a log-probability; a text's probability under
+one segmentation is the product of its pieces' probabilities. Encoding picks the most
+probable segmentation (Viterbi over the lattice of all pieces that occur in the text);
+subword regularisation instead draws a segmentation with probability proportional to
+P(segmentation)^alpha (forward filtering, backward sampling on the same lattice).
+
+Pre-tokenization is SentencePiece's, as Hugging Face's `Metaspace` does it: spaces become
+'▁' (U+2581), a '▁' is put in front of the text unless it already starts with one, and the
+text is cut before every '▁', so a piece never spans two words. There is no normalizer, so
+every character maps back to one character of the input (the prepended '▁' to the first).
+Characters missing from the vocabulary become `<unk>`; a run of them is one `<unk>`.
+
+Training (Kudo's EM with pruning, on the unique words and their counts):
+  1. Seed: every character, plus the substrings of up to 16 characters that occur at least
+     twice, the most frequent (count x length) first, with log(count / total) as score.
+  2. EM: the E-step runs forward-backward over each word's lattice for the expected number
+     of times each piece is used, times the word's count; the M-step turns expected counts
+     into log-probabilities. Like SentencePiece we use the Bayesian (variational) update,
+     digamma(count) - digamma(total), which shrinks rare pieces more than log(count/total)
+     would, and we drop pieces expected less than half a time.
+  3. Pruning: for each piece, the loss in corpus likelihood if it were removed and its uses
+     went to its best segmentation by the other pieces; the best 75% stay (characters always
+     stay). Two EM steps, prune, repeat until 10% above the target size; then keep the
+     highest-scoring pieces up to the target and re-fit them with two last EM steps.
+The E-step and the corpus Viterbi see all words at once as one graph in numpy arrays (see
+`_Lattices`), which makes training on a few megabytes take seconds, not minutes.
+
+On disk it is a Hugging Face tokenizer.json: a Unigram model (vocab as [piece, score]
+pairs and unk_id), Metaspace pre-tokenizer and decoder.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from array import array
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+
+from lmforge.errors import LmforgeError
+from lmforge.tokenizers.base import Offset, Template, Tokenizer
+
+UNK = "<unk>"
+SPACE = "\u2581"  # '▁', SentencePiece's visible space
+MAX_PIECE_LENGTH = 16
+UNK_PENALTY = 10.0  # <unk> scores this far below the rarest piece, as in SentencePiece and HF
+_WORD = re.compile(f"{SPACE}[^{SPACE}]*")
+_METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "always", "split": True}
+
+
+def _metaspace(text: str) -> tuple[str, int]:
+    """The text with spaces as '▁' and a leading '▁', and how many characters were prepended."""
+    text = text.replace(" ", SPACE)
+    return (text, 0) if text.startswith(SPACE) else (SPACE + text, 1)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(_metaspace(text)[0]) if text else []
+
+
+# -- lattices of one word, for encoding, sampling and finding a piece's alternatives
+
+
+def _lattice(word, index, scores, unk_id, unk_score, max_len, skip_whole=False):
+    """incoming[end]: (start, id, score) of every piece of `word` that ends at `end`, in order
+    of start. A character that is not a piece itself gets an <unk> edge, so a path exists.
+    `skip_whole` leaves out the piece spanning the whole word (to find its alternatives)."""
+    n = len(word)
+    incoming: list[list[tuple[int, int, float]]] = [[] for _ in range(n + 1)]
+    for start in range(n):
+        has_char = False
+        for end in range(start + 1, min(n, start + max_len) + 1):
+            id = index.get(word[start:end])
+            if id is None or (skip_whole and end - start == n):
+                continue
+            incoming[end].append((start, id, scores[id]))
+            has_char |= end == start + 1
+        if not has_char:
+            incoming[start + 1].append((start, unk_id, unk_score))
+    return incoming
+
+
+def _viterbi(incoming) -> list[tuple[int, int, int]]:
+    """The best path as (start, end, id). Ties go to the earliest start, as in Hugging Face,
+    so both libraries pick the same segmentation."""
+    n = len(incoming) - 1
+    best = [0.0] + [-math.inf] * n
+    back = [(0, 0)] * (n + 1)
+    for end in range(1, n + 1):
+        for start, id, score in incoming[end]:
+            total = best[start] + score
+            if total > best[end]:
+                best[end], back[end] = total, (start, id)
+    path, end = [], n
+    while end > 0:
+        start, id = back[end]
+        path.append((start, end, id))
+        end = start
+    return path[::-1]
+
+
+def _sample(incoming, alpha: float, rng: random.Random) -> list[tuple[int, int, int]]:
+    """A path drawn with probability proportional to exp(alpha * score): forward sums over
+    all paths into each node, then walk back from the end choosing each incoming edge in
+    proportion to (paths into its start) x (its weight)."""
+    n = len(incoming) - 1
+    forward = [0.0] + [-math.inf] * n  # log of the summed weight of all paths into a node
+    for end in range(1, n + 1):
+        terms = [forward[s] + alpha * score for s, _, score in incoming[end]]
+        top = max(terms)
+        forward[end] = top + math.log(sum(math.exp(t - top) for t in terms))
+    path, end = [], n
+    while end > 0:
+        edges = incoming[end]
+        weights = [math.exp(forward[s] + alpha * score - forward[end]) for s, _, score in edges]
+        start, id, _ = rng.choices(edges, weights)[0]
+        path.append((start, end, id))
+        end = start
+    return path[::-1]
+
+
+def _fuse_unknown(path, unk_id):
+    """Neighbouring <unk> edges become one token, as SentencePiece and HF emit them."""
+    fused: list[tuple[int, int, int]] = []
+    for start, end, id in path:
+        if id == unk_id and fused and fused[-1][2] == unk_id:
+            fused[-1] = (fused[-1][0], end, id)
+        else:
+            fused.append((start, end, id))
+    return fused
+
+
+# -- training
+
+
+def _digamma(x: np.ndarray) -> np.ndarray:
+    """psi(x) for x >= 0.5: shift x up with psi(x) = psi(x + 1) - 1/x, then the asymptotic
+    series (error below 3e-9 once x >= 6)."""
+    x = np.array(x, dtype=np.float64)
+    result = np.zeros_like(x)
+    for _ in range(6):
+        small = x < 6
+        result[small] -= 1 / x[small]
+        x[small] += 1
+    inv2 = 1 / (x * x)
+    return result + np.log(x) - 0.5 / x - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 / 252))
+
+
+def _steps(order: np.ndarray, level: np.ndarray, target: np.ndarray):
+    """Cut a pass into steps: `order` lists the edges sorted by (level, target node), where
+    the level of an edge is how far its target is from where the pass starts, so a step only
+    reads nodes that earlier steps finished. Within a step the edges into one node sit side
+    by side for `ufunc.reduceat`. Each step is (edges, where each target's run begins,
+    the target nodes)."""
+    level, target = level[order], target[order]
+    runs = np.flatnonzero(np.diff(target, prepend=-1))
+    bounds = np.append(np.flatnonzero(np.diff(level, prepend=-1)), len(order))
+    steps = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        run = runs[np.searchsorted(runs, lo) : np.searchsorted(runs, hi)]
+        steps.append((order[lo:hi], run - lo, target[run]))
+    return steps
+
+
+class _Lattices:
+    """The lattices of all training words as one graph in flat numpy arrays.
+
+    Word w owns nodes first[w]..last[w] (the positions between its characters); each edge is
+    one occurrence of a piece in a word. A pass over the graph advances one character at a
+    time for all words together, so it costs a few numpy calls per position (words are
+    short) instead of Python work per edge.
+    """
+
+    def __init__(self, first, last, src, dst, piece, word, backward=None):
+        """`backward` given: the edges are sorted for the forward pass (by end position)
+        and it is their order for the backward pass. Without it the lattices can only be
+        counted over and restricted, which sorts them."""
+        self.first, self.last = first, last
+        self.src, self.dst, self.piece, self.word = src, dst, piece, word
+        self.n_nodes = int(last[-1]) + 1
+        self._backward = backward
+        self._steps = None
+
+    @classmethod
+    def of_words(cls, words: list[str], max_len: int) -> tuple[_Lattices, dict[str, int]]:
+        """The lattices with every substring of up to `max_len` characters as a piece, and
+        the id of each substring."""
+        index: dict[str, int] = {}
+        ids = array("q")  # the substring at each (word, start, end), in that order
+        for word in words:
+            n = len(word)
+            for i in range(n):
+                for j in range(i + 1, min(n, i + max_len) + 1):
+                    ids.append(index.setdefault(word[i:j], len(index)))
+        # Where each of those occurrences sits: repeat each character's start node once per
+        # substring starting there.
+        lengths = np.array([len(w) for w in words], dtype=np.int64)
+        first = np.cumsum(lengths + 1) - lengths - 1
+        word_of_char = np.repeat(np.arange(len(words)), lengths)
+        start = np.arange(int(lengths.sum())) + word_of_char  # node before each character
+        count = np.minimum(max_len, (first + lengths)[word_of_char] - start)
+        src = np.repeat(start, count)
+        dst = src + 1 + np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
+        word = np.repeat(word_of_char, count)
+        piece = np.frombuffer(ids, dtype=np.int64)
+        return cls(first, first + lengths, src, dst, piece, word), index
+
+    def restrict(self, keep: np.ndarray) -> _Lattices:
+        """The lattices with only the pieces in `keep` (a mask), renumbered in order."""
+        edges = keep[self.piece]
+        src, dst, word = self.src[edges], self.dst[edges], self.word[edges]
+        piece = (np.cumsum(keep) - 1)[self.piece[edges]]
+        if self._backward is not None:  # filtering keeps both orders sorted
+            backward = (np.cumsum(edges) - 1)[self._backward[edges[self._backward]]]
+            return _Lattices(self.first, self.last, src, dst, piece, word, backward)
+        order = np.lexsort((dst, dst - self.first[word]))
+        src, dst, piece, word = src[order], dst[order], piece[order], word[order]
+        backward = np.lexsort((src, self.last[word] - src))
+        return _Lattices(self.first, self.last, src, dst, piece, word, backward)
+
+    def _pass(self, backward: bool, weight, reduce) -> np.ndarray:
+        """Forward: combine over the paths from each word's start into every node; backward:
+        over the paths from every node to the word's end. `reduce` is logaddexp to sum
+        probabilities or maximum for the best path."""
+        if self._steps is None:
+            forward = np.arange(len(self.src))
+            self._steps = (
+                _steps(forward, self.dst - self.first[self.word], self.dst),
+                _steps(self._backward, self.last[self.word] - self.src, self.src),
+            )
+        steps = self._steps[backward]
+        source = self.dst if backward else self.src
+        value = np.full(self.n_nodes, -np.inf)
+        value[self.last if backward else self.first] = 0.0
+        for edges, runs, targets in steps:
+            value[targets] = reduce.reduceat(value[source[edges]] + weight[edges], runs)
+        return value
+
+    def expected_counts(self, logp: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """E-step: how often each piece is used, averaged over every segmentation of every
+        word in proportion to its probability, times the word's count."""
+        weight = logp[self.piece]
+        alpha = self._pass(False, weight, np.logaddexp)
+        beta = self._pass(True, weight, np.logaddexp)
+        log_z = alpha[self.last]
+        posterior = np.exp(alpha[self.src] + weight + beta[self.dst] - log_z[self.word])
+        return np.bincount(self.piece, posterior * counts[self.word], minlength=len(logp))
+
+    def viterbi_counts(self, logp: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """How often each piece is used in the best segmentations, times word counts."""
+        weight = logp[self.piece]
+        best = self._pass(False, weight, np.maximum)
+        # Any edge that achieves its end node's best score is a valid back pointer.
+        tight = np.flatnonzero(best[self.src] + weight == best[self.dst])
+        back = np.zeros(self.n_nodes, dtype=np.int64)
+        back[self.dst[tight]] = tight
+        freq = np.zeros(len(logp))
+        node = self.last.copy()
+        active = np.arange(len(node))
+        while active.size:
+            edge = back[node[active]]
+            freq += np.bincount(self.piece[edge], counts[active], minlength=len(logp))
+            node[active] = self.src[edge]
+            active = active[node[active] != self.first[active]]
+        return freq
+
+
+def _count_words(texts: Iterable[str], specials: list[str]) -> Counter[str]:
+    cut = re.compile("|".join(map(re.escape, sorted(specials, key=len, reverse=True))))
+    words: Counter[str] = Counter()
+    for text in texts:
+        for part in cut.split(text) if specials else [text]:
+            words.update(_words(part))
+    return words
+
+
+def _seed(lattices: _Lattices, substrings: list[str], counts: np.ndarray, seed_size: int):
+    """Which substrings training starts from: every character, and those seen at least
+    twice, the most frequent (count x length) first; and the count of each substring."""
+    freq = np.bincount(lattices.piece, counts[lattices.word], minlength=len(substrings))
+    length = np.fromiter(map(len, substrings), dtype=np.int64, count=len(substrings))
+    keep = length == 1
+    longer = np.flatnonzero(~keep & (freq >= 2))
+    keep[longer[np.argsort(-(freq * length)[longer], kind="stable")[:seed_size]]] = True
+    return keep, freq
+
+
+def _m_step(expected: np.ndarray, is_char: np.ndarray, drop: bool = True):
+    """Which pieces stay (all characters, others expected at least half a time) and their
+    new log-probabilities digamma(count) - digamma(total)."""
+    keep = (expected >= 0.5) | is_char if drop else np.ones(len(expected), dtype=bool)
+    counts = np.maximum(expected[keep], 0.5)  # a barely used character still gets a score
+    return keep, _digamma(counts) - _digamma(counts.sum())
+
+
+def _prune(pieces, logp, is_char, lattices, counts, size: int) -> np.ndarray:
+    """Which pieces to keep: characters, then the pieces whose removal would cost most.
+
+    Removing a piece sends each of its uses (in the best segmentations) to its own best
+    segmentation by the other pieces, as in SentencePiece: the loss is the drop in
+    log-likelihood, freq * (log p(piece) - sum of log p(alternatives) after the move)."""
+    freq = lattices.viterbi_counts(logp, counts)
+    total = freq.sum()
+    index = {p: i for i, p in enumerate(pieces)}
+    scores = logp.tolist()
+    loss = np.full(len(pieces), -np.inf)  # never used (freq 0): dropped
+    for i in np.flatnonzero((freq > 0) & ~is_char):
+        piece = pieces[i]
+        lattice = _lattice(piece, index, scores, -1, 0.0, len(piece), skip_whole=True)
+        alternatives = [id for _, _, id in _viterbi(lattice)]
+        f = freq[i]
+        log_total = math.log(total + f * (len(alternatives) - 1))
+        logp_alternatives = sum(math.log(freq[a] + f) - log_total for a in alternatives)
+        loss[i] = f * (math.log(f / total) - logp_alternatives)
+    ranked = np.argsort(-loss, kind="stable")[: np.count_nonzero(loss > -np.inf)]
+    keep = is_char.copy()
+    keep[ranked[: max(size - int(is_char.sum()), 0)]] = True
+    return keep
+
+
+class UnigramTokenizer(Tokenizer):
+    algorithm = "unigram"
+
+    def __init__(self, vocab: list[tuple[str, float]], unk_id: int, specials: list[str]):
+        """`vocab`: (piece, log-probability) by id, special tokens included (score 0)."""
+        if not 0 <= unk_id < len(vocab):
+            raise LmforgeError(f"unigram unk_id={unk_id} is outside the vocabulary")
+        self.vocab = vocab
+        self.unk_id = unk_id
+        self.unk_token = vocab[unk_id][0]
+        self.specials = [s for s in specials if s != self.unk_token]
+        self.index = {piece: i for i, (piece, _) in enumerate(vocab)}
+        self._special_ids = {self.index[s] for s in self.special_tokens if s in self.index}
+        # The lattice uses ordinary pieces only; special tokens are cut out before it.
+        self._pieces = {p: i for p, i in self.index.items() if i not in self._special_ids}
+        self._scores = [score for _, score in vocab]
+        self._unk_score = min(self._scores) - UNK_PENALTY
+        self._max_len = max(map(len, self._pieces), default=1)
+        self._cache: dict[str, list[tuple[int, int, int]]] = {}
+
+    # -- training
+
+    @classmethod
+    def _train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int | None,
+        specials: list[str],
+        max_piece_length: int = MAX_PIECE_LENGTH,
+        seed_size: int = 1_000_000,
+        shrinking_factor: float = 0.75,
+        em_steps: int = 2,
+    ) -> UnigramTokenizer:
+        """Special tokens take the first ids, `<unk>` at 0 unless `specials` lists it, in
+        which case its place there sets its id. The vocabulary can come out smaller than
+        `vocab_size` on a corpus too small to fill it."""
+        vocab_size = vocab_size or 8192
+        block = list(dict.fromkeys(specials if UNK in specials else [UNK, *specials]))
+        words = _count_words(texts, [s for s in block if s])
+        if not words:
+            raise LmforgeError("the corpus is empty: nothing to train the tokenizer on")
+        chars = set().union(*words)
+        target = vocab_size - len(block)
+        if target < len(chars):
+            raise LmforgeError(
+                f"the corpus has {len(chars)} distinct characters, which with {len(block)} "
+                f"special tokens need vocab_size >= {len(chars) + len(block)} (got {vocab_size})"
+            )
+        word_list = list(words)
+        counts = np.array([words[w] for w in word_list], dtype=np.float64)
+        lattices, index = _Lattices.of_words(word_list, max_piece_length)
+        substrings = list(index)
+        keep, freq = _seed(lattices, substrings, counts, seed_size)
+        for special in block:  # cut out of the texts, but a piece must not shadow one
+            if special in index:
+                keep[index[special]] = False
+        pieces = [substrings[i] for i in np.flatnonzero(keep)]
+        is_char = np.array([len(p) == 1 for p in pieces])
+        logp = np.log(freq[keep]) - math.log(freq[keep].sum())
+        lattices = lattices.restrict(keep)
+        del index, substrings
+
+        def restrict(keep):
+            nonlocal pieces, is_char, logp, lattices
+            pieces = [p for p, k in zip(pieces, keep) if k]
+            is_char, logp, lattices = is_char[keep], logp[keep], lattices.restrict(keep)
+
+        def em(drop: bool = True):
+            nonlocal logp
+            for _ in range(em_steps):
+                keep, new_logp = _m_step(lattices.expected_counts(logp, counts), is_char, drop)
+                restrict(keep)
+                logp = new_logp
+
+        desired = int(target * 1.1)  # prune a little past the target, then keep the best
+        while True:
+            em()
+            if len(pieces) <= desired:
+                break
+            size = max(desired, int(len(pieces) * shrinking_factor))
+            restrict(_prune(pieces, logp, is_char, lattices, counts, size))
+        best = np.argsort(-np.where(is_char, np.inf, logp), kind="stable")[:target]
+        keep = np.zeros(len(pieces), dtype=bool)
+        keep[best] = True
+        restrict(keep)
+        em(drop=False)
+        ranked = sorted(zip(pieces, logp.tolist()), key=lambda ps: -ps[1])
+        vocab = [(s, 0.0) for s in block] + ranked
+        return cls(vocab, block.index(UNK), block)
+
+    # -- encoding
+
+    def _segment(self, word: str) -> list[tuple[int, int, int]]:
+        """(start, end, id) of the best segmentation of one pre-token."""
+        path = self._cache.get(word)
+        if path is None:
+            path = _fuse_unknown(_viterbi(self._word_lattice(word)), self.unk_id)
+            if len(self._cache) < 200_000:
+                self._cache[word] = path
+        return path
+
+    def _word_lattice(self, word: str):
+        return _lattice(
+            word, self._pieces, self._scores, self.unk_id, self._unk_score, self._max_len
+        )
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        return [id for word in _words(text) for _, _, id in self._segment(word)]
+
+    def _encode_ordinary_offsets(self, text: str) -> tuple[list[int], list[Offset]]:
+        ids: list[int] = []
+        offsets: list[Offset] = []
+        if not text:
+            return ids, offsets
+        normalized, shift = _metaspace(text)
+        for match in _WORD.finditer(normalized):
+            at = match.start() - shift
+            for start, end, id in self._segment(match.group()):
+                ids.append(id)
+                # The prepended '▁' stands where the first character is, as in HF.
+                offsets.append((max(at + start, 0), max(at + end, 1)))
+        return ids, offsets
+
+    def sample(self, text: str, alpha: float = 0.1, seed: int | None = None) -> list[int]:
+        """Ids of one segmentation drawn with probability proportional to P^alpha (subword
+        regularisation): alpha near 0 is nearly uniform, large alpha approaches `encode`.
+        Special tokens are kept whole; no template tokens are added."""
+        if alpha <= 0:
+            raise LmforgeError(f"sampling alpha must be positive, got {alpha}")
+        rng = random.Random(seed)
+        ids: list[int] = []
+        for part in self.split_specials(text):
+            if isinstance(part, int):
+                ids.append(part)
+                continue
+            for word in _words(part):
+                path = _sample(self._word_lattice(word), alpha, rng)
+                ids.extend(id for _, _, id in _fuse_unknown(path, self.unk_id))
+        return ids
+
+    # -- decoding and vocabulary
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        tokens = [
+            self.vocab[i][0]
+            for i in ids
+            if 0 <= i < len(self.vocab) and not (skip_special_tokens and i in self._special_ids)
+        ]
+        if tokens and tokens[0].startswith(SPACE):  # the '▁' encoding put in front
+            tokens[0] = tokens[0][1:]
+        return "".join(tokens).replace(SPACE, " ")
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.index.get(token)
+
+    def id_to_token(self, id: int) -> str | None:
+        return self.vocab[id][0] if 0 <= id < len(self.vocab) else None
+
+    def score(self, id: int) -> float:
+        """The piece's log-probability."""
+        return self._scores[id]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return [*self.specials, self.unk_token]
+
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes each token stands for: '▁' is one space; <unk> at least one byte."""
+        sizes = [len(p.replace(SPACE, " ").encode("utf-8")) for p, _ in self.vocab]
+        for i in self._special_ids:
+            sizes[i] = 0
+        sizes[self.unk_id] = 1
+        return sizes
+
+    # -- formats
+
+    def to_spec(self) -> dict:
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [
+                {
+                    "id": self.index[s],
+                    "content": s,
+                    "single_word": False,
+                    "lstrip": False,
+                    "rstrip": False,
+                    "normalized": False,
+                    "special": True,
+                }
+                for s in sorted(self.special_tokens, key=self.index.__getitem__)
+            ],
+            "normalizer": None,
+            "pre_tokenizer": dict(_METASPACE),
+            "post_processor": self.template.to_spec(self.token_to_id) if self.template else None,
+            "decoder": dict(_METASPACE),
+            "model": {
+                "type": "Unigram",
+                "unk_id": self.unk_id,
+                "vocab": [[piece, score] for piece, score in self.vocab],
+                "byte_fallback": False,
+            },
+        }
+
+    @classmethod
+    def _recognises(cls, spec: dict) -> bool:
+        return (spec.get("model") or {}).get("type") == "Unigram"
+
+    @classmethod
+    def _from_spec(cls, spec: dict) -> UnigramTokenizer:
+        model = spec["model"]
+        pre = spec.get("pre_tokenizer") or {}
+        prepends = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space") else None)
+        if (
+            spec.get("normalizer")
+            or pre.get("type") != "Metaspace"
+            or pre.get("replacement") != SPACE
+            or prepends != "always"
+            or not pre.get("split", True)
+        ):
+            raise LmforgeError(
+                "only Unigram tokenizers without a normalizer and with a Metaspace "
+                "pre-tokenizer (replacement '▁', prepend_scheme 'always', split) are supported"
+            )
+        if model.get("byte_fallback"):
+            raise LmforgeError("Unigram byte_fallback is not supported by lmforge")
+        if model.get("unk_id") is None:
+            raise LmforgeError("this Unigram tokenizer has no unk_id; lmforge needs one")
+        vocab = [(piece, float(score)) for piece, score in model["vocab"]]
+        specials = []
+        for token in spec.get("added_tokens", []):
+            if token["id"] == len(vocab):  # an added token beyond the model's vocabulary
+                vocab.append((token["content"], 0.0))
+            elif token["id"] > len(vocab) or vocab[token["id"]][0] != token["content"]:
+                raise LmforgeError(f"added token {token['content']!r} does not match its id")
+            if token.get("special"):
+                specials.append(token["content"])
+        tok = cls(vocab, model["unk_id"], specials)
+        tok.template = Template.from_spec(spec.get("post_processor"))
+        pad = (spec.get("padding") or {}).get("pad_token")
+        if pad in tok.index:
+            tok.pad_token = pad
+        return tok

@@ -1,0 +1,393 @@
+"""Unigram (SentencePiece) tokenizer against independent references: Hugging Face
+`tokenizers` reading our file, `sentencepiece` encoding with the same model and training on
+the same text, and brute-force enumeration of every segmentation."""
+
+import io
+import itertools
+import math
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tokenizers as hf
+from lmforge.errors import LmforgeError
+from lmforge.text import load_shakespeare
+from lmforge.tokenizers import EOT, Tokenizer
+from lmforge.tokenizers.unigram import SPACE, UnigramTokenizer, _Lattices
+
+SAMPLE = [
+    "ROMEO:\nBut soft, what light through yonder window breaks?\n\n[Exit]",
+    "unknown characters: Ωψ∑ and ΩΩ, x~y",
+    "日本語のテキスト、中文文本。한국어 텍스트",
+    "emoji 😀👍🏽 family 👨‍👩‍👧 flags 🇫🇷",
+    "whitespace   runs\t\t\tand\r\n\r\nline ends   \n",
+    "  leading spaces",
+    " ",
+    "   ",
+    "",
+    f"a{SPACE}b and {SPACE}start",
+    f"{SPACE}x",
+    "special <|endoftext|> inside and <|endoftext|>",
+    "<|endoftext|>at the start, then <|endoftext|> <|endoftext|>b",
+    "specials <unk> too",
+]
+
+
+def lines(docs):
+    return [line for doc in docs for line in doc.text.split("\n") if line]
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    return load_shakespeare()
+
+
+@pytest.fixture(scope="module")
+def trained(shakespeare, tmp_path_factory):
+    train, _ = shakespeare
+    tok = Tokenizer.train([d.text for d in train[:2]], "unigram", vocab_size=800)
+    folder = tmp_path_factory.mktemp("unigram")
+    tok.save(folder)
+    return tok, hf.Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+
+def small_tokenizer(scores: dict[str, float]) -> UnigramTokenizer:
+    return UnigramTokenizer([("<unk>", 0.0), *scores.items()], unk_id=0, specials=[])
+
+
+# -- Hugging Face reads what we write
+
+
+def test_ids_and_offsets_equal_huggingface(trained, shakespeare):
+    ours, ref = trained
+    held_out = shakespeare[1][0].text
+    texts = SAMPLE + lines(shakespeare[1][:1])[:300] + [held_out[:5000]]
+    for text in texts:
+        expected = ref.encode(text)
+        got = ours.tokenize(text)
+        assert got.ids == expected.ids, text[:40]
+        assert got.offsets == expected.offsets, text[:40]
+        assert ours.encode(text) == expected.ids
+    assert ref.get_vocab_size() == ours.vocab_size
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=f"ab cd\n\t{SPACE}Ω日😀", max_size=20))
+def test_any_text_encodes_like_huggingface(trained, text):
+    ours, ref = trained
+    expected = ref.encode(text)
+    got = ours.tokenize(text)
+    assert (got.ids, got.offsets) == (expected.ids, expected.offsets)
+
+
+def test_ties_broken_like_huggingface(tmp_path):
+    # Scores that add up exactly, so several segmentations tie for the best.
+    tok = small_tokenizer({SPACE: -1.0, "a": -1.0, "b": -1.0, "ab": -2.0, "ba": -2.0, "aba": -3.0})
+    tok.save(tmp_path)
+    ref = hf.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in ["ab", "aba", "abab", "babab", "ab ba", "aabba b"]:
+        assert tok.encode(text) == ref.encode(text).ids, text
+
+
+def test_decode_like_huggingface(trained):
+    ours, ref = trained
+    for text in SAMPLE:
+        ids = ours.encode(text)
+        assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=False)
+        assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids)
+    text = "But soft, what light through yonder window breaks?"
+    assert ours.decode(ours.encode(text)) == text
+
+
+def test_unknown_runs_become_one_token(trained):
+    ours, _ = trained
+    assert ours.encode("ΩΩΩ") == [ours.token_to_id(SPACE), ours.unk_id]
+    enc = ours.tokenize("aΩΩb")
+    assert enc.ids.count(ours.unk_id) == 1
+    assert enc.offsets[enc.ids.index(ours.unk_id)] == (1, 3)
+
+
+def test_we_read_a_file_huggingface_trained(shakespeare, tmp_path):
+    """The other direction: a Unigram tokenizer trained and written by Hugging Face."""
+    model = hf.models.Unigram()
+    ref = hf.Tokenizer(model)
+    ref.pre_tokenizer = hf.pre_tokenizers.Metaspace(prepend_scheme="always")
+    ref.decoder = hf.decoders.Metaspace(prepend_scheme="always")
+    trainer = hf.trainers.UnigramTrainer(
+        vocab_size=600, special_tokens=["<pad>", "<unk>"], unk_token="<unk>"
+    )
+    ref.train_from_iterator(lines(shakespeare[0][:1]), trainer)
+    ref.save(str(tmp_path / "tokenizer.json"))
+    ours = Tokenizer.load(tmp_path)
+    assert isinstance(ours, UnigramTokenizer) and ours.unk_id == 1
+    for text in SAMPLE[:10] + lines(shakespeare[1][:1])[:200]:
+        expected = ref.encode(text)
+        assert ours.tokenize(text).ids == expected.ids, text
+        assert ours.tokenize(text).offsets == expected.offsets, text
+
+
+def test_sentencepiece_encodes_the_same_with_our_model(shakespeare):
+    spm = pytest.importorskip("sentencepiece")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines(shakespeare[0][:1])),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=500,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    ours = UnigramTokenizer(vocab, unk_id=sp.unk_id(), specials=[])
+    texts = lines(shakespeare[1][:1])[:300] + ["unknown Ωψ here", "a  b", "x😀😀y"]
+    for text in texts:
+        assert ours.encode(text) == sp.encode(text), text
+
+
+# -- the model: Viterbi and sampling against brute force
+
+SCORES = {
+    SPACE: -2.5,
+    "a": -2.0,
+    "b": -2.2,
+    "c": -2.9,
+    "ab": -3.1,
+    "bc": -3.3,
+    "abc": -5.9,
+    f"{SPACE}a": -2.7,
+    f"{SPACE}ab": -4.4,
+    "ca": -3.0,
+    "cab": -4.2,
+}
+
+
+def segmentations(word, scores, unk_score):
+    """Every way to cut `word` into pieces (a character missing from `scores` is <unk>),
+    with its total score."""
+    for cuts in itertools.product([False, True], repeat=len(word) - 1):
+        parts, start = [], 0
+        for i, cut in enumerate(cuts, 1):
+            if cut:
+                parts.append(word[start:i])
+                start = i
+        parts.append(word[start:])
+        total = 0.0
+        for part in parts:
+            if part in scores:
+                total += scores[part]
+            elif len(part) == 1:
+                total += unk_score
+            else:
+                break
+        else:
+            yield parts, total
+
+
+def piece_scores(tok, word):
+    """Our segmentation of one pre-token as pieces (an <unk> run as its characters)."""
+    parts = []
+    for start, end, id in tok._segment(word):
+        if id == tok.unk_id:
+            parts.extend(word[start:end])
+        else:
+            parts.append(tok.id_to_token(id))
+    return parts
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_viterbi_finds_the_best_segmentation(seed):
+    rng = np.random.default_rng(seed)
+    scores = {p: float(-rng.uniform(1, 8)) for p in SCORES}
+    tok = small_tokenizer(scores)
+    unk_score = min([0.0, *scores.values()]) - 10
+    for word in [f"{SPACE}abcabc", f"{SPACE}cabxab", f"{SPACE}bcabcab", "abcxxcab", f"{SPACE}"]:
+        best_parts, best = max(segmentations(word, scores, unk_score), key=lambda ps: ps[1])
+        ours = piece_scores(tok, word)
+        assert "".join(ours) == word
+        total = sum(scores.get(p, unk_score) for p in ours)
+        assert total == pytest.approx(best), (word, ours, best_parts)
+
+
+def test_sampling_draws_each_segmentation_with_its_probability():
+    tok = small_tokenizer(SCORES)
+    alpha = 0.5
+    segs = list(segmentations(f"{SPACE}abcab", SCORES, -100.0))
+    weights = np.exp([alpha * total for _, total in segs])
+    expected = {tuple(p): w / weights.sum() for (p, _), w in zip(segs, weights)}
+    draws = Counter(
+        tuple(tok.id_to_token(i) for i in tok.sample("abcab", alpha, seed=s)) for s in range(4000)
+    )
+    assert set(draws) <= set(expected)
+    for parts, p in expected.items():
+        assert draws[parts] / 4000 == pytest.approx(p, abs=0.03), parts
+
+
+def test_sampling_reproducible_and_concatenates_back(trained):
+    ours, _ = trained
+    text = "But soft, what light through yonder window breaks? It is the east"
+    first = ours.sample(text, alpha=0.1, seed=7)
+    assert first == ours.sample(text, alpha=0.1, seed=7)
+    draws = [ours.sample(text, alpha=0.1, seed=s) for s in range(20)]
+    assert len({tuple(d) for d in draws}) > 10
+    for ids in draws:
+        assert ours.decode(ids) == text
+    with_specials = ours.sample(f"a{EOT}b Ωψ", alpha=0.2, seed=1)
+    assert ours.eot_id in with_specials and ours.unk_id in with_specials
+
+
+def test_sampling_approaches_viterbi_as_alpha_grows(trained, shakespeare):
+    ours, _ = trained
+    texts = lines(shakespeare[1][:1])[:100]
+    agree = []
+    for alpha in [0.1, 1.0, 100.0]:
+        same = [ours.sample(t, alpha, seed=i) == ours.encode(t) for i, t in enumerate(texts)]
+        agree.append(sum(same) / len(same))
+    assert agree[0] < agree[1] < agree[2]
+    assert agree[2] >= 0.97
+    with pytest.raises(LmforgeError, match="alpha"):
+        ours.sample("x", alpha=0)
+
+
+# -- training internals against brute force
+
+
+def test_expected_and_viterbi_counts_equal_enumeration():
+    words = {f"{SPACE}abcab": 3, f"{SPACE}ca": 2, "bcab": 1, f"{SPACE}": 5}
+    full, index = _Lattices.of_words(list(words), max_len=16)
+    keep = np.zeros(len(index), dtype=bool)
+    keep[[index[p] for p in SCORES]] = True
+    lattices = full.restrict(keep)  # numbers the kept pieces in substring-id order
+    pieces = [p for p, i in sorted(index.items(), key=lambda pi: pi[1]) if keep[i]]
+    logp = np.array([SCORES[p] for p in pieces])
+    counts = np.array(list(words.values()), dtype=np.float64)
+    brute = Counter()
+    brute_viterbi = Counter()
+    for word, count in words.items():
+        segs = list(segmentations(word, SCORES, -math.inf))
+        z = sum(math.exp(total) for _, total in segs)
+        for parts, total in segs:
+            for part in parts:
+                brute[part] += count * math.exp(total) / z
+        for part in max(segs, key=lambda ps: ps[1])[0]:
+            brute_viterbi[part] += count
+    expected = lattices.expected_counts(logp, counts)
+    np.testing.assert_allclose(expected, [brute[p] for p in pieces], rtol=1e-9)
+    viterbi = lattices.viterbi_counts(logp, counts)
+    np.testing.assert_array_equal(viterbi, [brute_viterbi[p] for p in pieces])
+
+
+# -- vocabulary, files, errors
+
+
+def test_special_tokens_and_configurable_unk(tmp_path):
+    text = ["the cat sat on the mat", "the dog sat"]
+    tok = Tokenizer.train(text, "unigram", 40, special_tokens=["<s>", "</s>", "<unk>"])
+    assert (tok.token_to_id("<s>"), tok.token_to_id("</s>"), tok.unk_id) == (0, 1, 2)
+    assert tok.special_tokens == ["<s>", "</s>", "<unk>"]
+    tok.save(tmp_path)
+    ref = hf.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    expected = [tok.token_to_id(f"{SPACE}the"), tok.token_to_id(SPACE), 2, 1]
+    assert ref.encode("the Ω</s>").ids == tok.encode("the Ω</s>") == expected
+    default = Tokenizer.train(text, "unigram", 40)
+    assert (default.unk_id, default.eot_id) == (0, 1)
+
+
+def test_save_load(trained, tmp_path):
+    ours, _ = trained
+    ours.save(tmp_path)
+    loaded = Tokenizer.load(tmp_path)
+    assert isinstance(loaded, UnigramTokenizer)
+    assert loaded.vocab == ours.vocab and loaded.special_tokens == ours.special_tokens
+    for text in SAMPLE:
+        assert loaded.tokenize(text).offsets == ours.tokenize(text).offsets
+
+
+def test_token_bytes(trained):
+    ours, _ = trained
+    sizes = ours.token_bytes()
+    assert sizes[ours.eot_id] == 0 and sizes[ours.unk_id] == 1
+    text = "Now, fair Hippolyta, our nuptial hour"
+    # each '▁' counts as a space, so the one put in front adds a byte
+    assert sum(sizes[i] for i in ours.encode(text)) == len(text.encode("utf-8")) + 1
+
+
+def test_training_errors():
+    with pytest.raises(LmforgeError, match="empty"):
+        Tokenizer.train([], "unigram", 100)
+    with pytest.raises(LmforgeError, match="empty"):
+        Tokenizer.train(["", "<|endoftext|>"], "unigram", 100)
+    with pytest.raises(LmforgeError, match="vocab_size >= 12"):
+        Tokenizer.train(["abc def ghi"], "unigram", 11)  # 10 characters + <unk>, <|endoftext|>
+    tok = Tokenizer.train(["abc def ghi"], "unigram", 12)
+    assert tok.vocab_size == 12
+
+
+def test_small_corpus_gives_a_smaller_vocabulary():
+    tok = Tokenizer.train(["ab ab ab"], "unigram", 1000)
+    assert tok.vocab_size < 1000
+    assert tok.decode(tok.encode("ab ab")) == "ab ab"
+
+
+def test_unsupported_files(trained):
+    ours, _ = trained
+    spec = ours.to_spec()
+    for change, message in [
+        ({"normalizer": {"type": "NFKC"}}, "normalizer"),
+        ({"pre_tokenizer": {"type": "Whitespace"}}, "Metaspace"),
+        ({"model": {**spec["model"], "byte_fallback": True}}, "byte_fallback"),
+        ({"model": {**spec["model"], "unk_id": None}}, "unk_id"),
+    ]:
+        with pytest.raises(LmforgeError, match=message):
+            UnigramTokenizer._from_spec({**spec, **change})
+    assert not UnigramTokenizer._recognises({"model": {"type": "BPE"}})
+
+
+# -- training quality against sentencepiece
+
+
+@pytest.mark.slow
+def test_compression_matches_sentencepiece(shakespeare):
+    """Both trained on the training plays' lines at 8192; bytes per token on held-out plays."""
+    spm = pytest.importorskip("sentencepiece")
+    train, held_out = lines(shakespeare[0]), lines(shakespeare[1])
+    started = time.perf_counter()
+    ours = Tokenizer.train(train, "unigram", 8192, special_tokens=[])
+    our_seconds = time.perf_counter() - started
+    model = io.BytesIO()
+    started = time.perf_counter()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(train),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=8192,
+        normalization_rule_name="identity",
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        character_coverage=1.0,
+        bos_id=-1,  # one special token, <unk>, as ours
+        eos_id=-1,
+        split_by_unicode_script=False,  # ours lets a piece mix letters and punctuation
+        split_by_number=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    spm_seconds = time.perf_counter() - started
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    n_bytes = sum(len(line.encode("utf-8")) for line in held_out)
+    ours_bpt = n_bytes / sum(len(ours.encode(line)) for line in held_out)
+    spm_bpt = n_bytes / sum(len(ids) for ids in sp.encode(held_out))
+    print(
+        f"\nheld-out bytes/token: lmforge {ours_bpt:.4f} ({our_seconds:.1f} s), "
+        f"sentencepiece {spm_bpt:.4f} ({spm_seconds:.1f} s)"
+    )
+    assert ours.vocab_size == sp.get_piece_size() == 8192
+    assert ours_bpt >= 0.99 * spm_bpt
