@@ -40,7 +40,7 @@ def main() -> int:
     all_texts = train_texts + [d.text for d in valid]
     n_bytes = sum(len(t.encode()) for t in all_texts)
 
-    ours_train_s, ours = best_of(lambda: Tokenizer.train(train_texts, "bpe", VOCAB), repeat=1)
+    ours_train_s, ours = best_of(lambda: Tokenizer.train(train_texts, "bpe", VOCAB), repeat=2)
 
     def hf_train():
         tok = hf.Tokenizer(models.BPE())
@@ -55,7 +55,7 @@ def main() -> int:
         tok.train_from_iterator(train_texts, trainer)
         return tok
 
-    hf_train_s, hf_trained = best_of(hf_train, repeat=1)
+    hf_train_s, hf_trained = best_of(hf_train, repeat=2)
 
     folder = tempfile.mkdtemp()
     ours.save(folder)

@@ -63,3 +63,18 @@ def test_eval_windows_predict_every_token_once(n):
     np.testing.assert_array_equal(targets, tokens[1:])
     for x, y in eval_windows(tokens, 8, 3):
         assert (y - x == 1).all()
+
+
+def test_parallel_encoding_equals_serial():
+    from lmforge.data import encode_documents
+    from lmforge.tokenizers import Tokenizer
+
+    texts = [f"document {i}: " + "some words and more words\n" * (i + 1) for i in range(12)]
+    tok = Tokenizer.train(texts, "bpe", vocab_size=300)
+    serial = list(encode_documents(tok, texts, workers=1))
+    pooled = list(encode_documents(tok, texts, workers=2, parallel_from=0))
+    assert len(pooled) == len(texts)
+    for (a, na), (b, nb), text in zip(serial, pooled, texts, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert na == nb == len(text.encode())
+        assert a.tolist() == tok.encode(text)

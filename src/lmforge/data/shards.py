@@ -87,24 +87,30 @@ def _encode_one(text: str) -> tuple[np.ndarray, int]:
 
 
 def encode_documents(
-    tokenizer, texts: list[str], progress: str | None = None, workers: int | None = None
+    tokenizer,
+    texts: list[str],
+    progress: str | None = None,
+    workers: int | None = None,
+    parallel_from: int = 2**22,
 ) -> Iterator[tuple[np.ndarray, int]]:
-    """(ids, text bytes) per document, in order. Corpora over a few MB are encoded by a pool
-    of processes (one per core); each document stays whole, so results equal a serial run."""
+    """(ids, text bytes) per document, in order. Corpora of `parallel_from` characters or more
+    are encoded by a pool of processes (one per core; starting one costs more than encoding a
+    small corpus); each document stays whole, so results equal a serial run."""
     import os
 
     from tqdm import tqdm
 
     total = sum(len(t) for t in texts)
     workers = workers or os.cpu_count() or 1
+    serial = workers == 1 or total < parallel_from or len(texts) < 2
     bar = tqdm(
         total=len(texts),
         desc=progress,
         unit="doc",
-        disable=progress is None or total < 2**22,
+        disable=progress is None or serial,
         leave=False,
     )
-    if workers == 1 or total < 2**22 or len(texts) < 2:
+    if serial:
         for text in texts:
             yield tokenizer.encode_array(text), len(text.encode("utf-8"))
             bar.update(1)

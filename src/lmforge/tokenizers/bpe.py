@@ -112,20 +112,25 @@ def _train_merges(
         a, b = pair
         changed: dict[tuple[int, int], int] = defaultdict(int)
         for i in where.pop(pair, ()):
-            word, count = words[i], counts[i]
+            word = words[i]
+            n = len(word)
             j, out = 0, []
-            while j < len(word):
-                if j + 1 < len(word) and word[j] == a and word[j + 1] == b:
+            while j < n:
+                if word[j] == a and j + 1 < n and word[j + 1] == b:
                     out.append(new_id)
                     j += 2
                 else:
                     out.append(word[j])
                     j += 1
+            if len(out) == n:  # stale index entry: an earlier merge removed the pair here
+                continue
+            count = counts[i]
             for p in zip(word, word[1:]):
                 changed[p] -= count
             for p in zip(out, out[1:]):
                 changed[p] += count
-                where[p].add(i)
+                if new_id in p:  # pairs without the new token are indexed already
+                    where[p].add(i)
             words[i] = out
         pair_counts.pop(pair, None)
         for p, delta in changed.items():
@@ -187,10 +192,10 @@ class BPETokenizer(Tokenizer):
                 f"vocab_size={vocab_size} is smaller than the 256 byte tokens plus "
                 f"{len(specials)} special tokens; use at least {256 + len(specials)}"
             )
-        compiled = regex.compile(pat)
+        scanner = cls({_as_unicode(bytes([b])): b for b in range(256)}, [], [], pat)
         words: Counter[str] = Counter()
         for text in texts:
-            words.update(compiled.findall(text))
+            words.update(scanner._words(text))
         if not words:
             raise LmforgeError("the corpus is empty: nothing to train the tokenizer on")
         word_counts = {w.encode("utf-8"): c for w, c in words.items()}
@@ -256,11 +261,13 @@ class BPETokenizer(Tokenizer):
     def _encode_ordinary(self, text: str) -> list[int]:
         # The hot path: most words are cached, so this is a regex scan and dict look-ups.
         get, bpe = self._cache.get, self._bpe
+        return list(chain.from_iterable([get(w) or bpe(w) for w in self._words(text)]))
+
+    def _words(self, text: str) -> list[str]:
+        """The pre-tokens of `text`."""
         if self._ascii is not None and text.isascii():
-            words = self._ascii.findall(text)
-        else:
-            words = [w for _, p in self._pieces(text) for w in self._scanner(p).findall(p)]
-        return list(chain.from_iterable([get(w) or bpe(w) for w in words]))
+            return self._ascii.findall(text)
+        return [w for _, p in self._pieces(text) for w in self._scanner(p).findall(p)]
 
     def _encode_ordinary_offsets(self, text: str) -> tuple[list[int], list[Offset]]:
         ids: list[int] = []
