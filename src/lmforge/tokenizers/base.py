@@ -448,6 +448,32 @@ class Tokenizer(ABC):
             for tok in map(self.id_to_token, range(self.vocab_size))
         ]
 
+    def _hf_spec(self, specials: list[str], **parts) -> dict:
+        """A tokenizer.json: `specials` become special added tokens (matched before anything
+        else, never split); `parts` are the normalizer, pre_tokenizer, post_processor,
+        decoder and model sections."""
+        added = [
+            {
+                "id": self.token_to_id(s),
+                "content": s,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for s in specials
+        ]
+        sections = {"normalizer": None, "pre_tokenizer": None, "post_processor": None}
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": added,
+            **sections,
+            **parts,
+        }
+
     @property
     def eot_id(self) -> int | None:
         return self.token_to_id(EOT)

@@ -347,32 +347,16 @@ class BPETokenizer(Tokenizer):
         return {"type": "Sequence", "pretokenizers": [split, {**byte_level, "use_regex": False}]}
 
     def to_spec(self) -> dict:
-        return {
-            "version": "1.0",
-            "truncation": None,
-            "padding": None,
-            "added_tokens": [
-                {
-                    "id": self.vocab[s],
-                    "content": s,
-                    "single_word": False,
-                    "lstrip": False,
-                    "rstrip": False,
-                    "normalized": False,
-                    "special": True,
-                }
-                for s in self.specials
-            ],
-            "normalizer": None,
-            "pre_tokenizer": self._pre_tokenizer_spec(),
-            "post_processor": None,
-            "decoder": {
+        return self._hf_spec(
+            self.specials,
+            pre_tokenizer=self._pre_tokenizer_spec(),
+            decoder={
                 "type": "ByteLevel",
                 "add_prefix_space": False,
                 "trim_offsets": False,
                 "use_regex": False,
             },
-            "model": {
+            model={
                 "type": "BPE",
                 "dropout": None,
                 "unk_token": None,
@@ -384,7 +368,7 @@ class BPETokenizer(Tokenizer):
                 "vocab": {t: i for t, i in self.vocab.items() if t not in self.specials},
                 "merges": [list(m) for m in self.merges],
             },
-        }
+        )
 
     @classmethod
     def _recognises(cls, spec: dict) -> bool:

@@ -65,33 +65,17 @@ class CharTokenizer(Tokenizer):
         return cls(vocab, specials)
 
     def to_spec(self) -> dict:
-        return {
-            "version": "1.0",
-            "truncation": None,
-            "padding": None,
-            "added_tokens": [
-                {
-                    "id": self.index[t],
-                    "content": t,
-                    "single_word": False,
-                    "lstrip": False,
-                    "rstrip": False,
-                    "normalized": False,
-                    "special": True,
-                }
-                for t in [*self.specials, UNK]
-            ],
-            "normalizer": None,
-            "pre_tokenizer": {
+        return self._hf_spec(
+            [*self.specials, UNK],
+            pre_tokenizer={
                 "type": "Split",
                 "pattern": {"Regex": _EVERY_CHAR},
                 "behavior": "Isolated",
                 "invert": False,
             },
-            "post_processor": None,
-            "decoder": {"type": "Fuse"},
-            "model": {"type": "WordLevel", "vocab": self.index, "unk_token": UNK},
-        }
+            decoder={"type": "Fuse"},
+            model={"type": "WordLevel", "vocab": self.index, "unk_token": UNK},
+        )
 
     def _encode_ordinary(self, text: str) -> list[int]:
         return self._encode_chars(text).tolist()

@@ -504,33 +504,18 @@ class UnigramTokenizer(Tokenizer):
     # -- formats
 
     def to_spec(self) -> dict:
-        return {
-            "version": "1.0",
-            "truncation": None,
-            "padding": None,
-            "added_tokens": [
-                {
-                    "id": self.index[s],
-                    "content": s,
-                    "single_word": False,
-                    "lstrip": False,
-                    "rstrip": False,
-                    "normalized": False,
-                    "special": True,
-                }
-                for s in sorted(self.special_tokens, key=self.index.__getitem__)
-            ],
-            "normalizer": None,
-            "pre_tokenizer": dict(_METASPACE),
-            "post_processor": self.template.to_spec(self.token_to_id) if self.template else None,
-            "decoder": dict(_METASPACE),
-            "model": {
+        return self._hf_spec(
+            sorted(self.special_tokens, key=self.index.__getitem__),
+            pre_tokenizer=dict(_METASPACE),
+            post_processor=self.template.to_spec(self.token_to_id) if self.template else None,
+            decoder=dict(_METASPACE),
+            model={
                 "type": "Unigram",
                 "unk_id": self.unk_id,
                 "vocab": [[piece, score] for piece, score in self.vocab],
                 "byte_fallback": False,
             },
-        }
+        )
 
     @classmethod
     def _recognises(cls, spec: dict) -> bool:
