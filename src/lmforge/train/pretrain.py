@@ -100,6 +100,7 @@ def _check_same_run(run_dir: Path, cfg: Config) -> None:
 def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple[Config, Tokenizer]:
     """Corpus -> tokenizer -> shards, assembled beside the run directory and moved into place
     only when complete, so bad input never costs an existing run or leaves half a new one."""
+    _check_replaceable(cfg.run_dir, cfg.run.overwrite)  # before minutes of tokenizer training
     train_docs, valid_docs = load_corpus(
         cfg.data.corpus, cfg.data.text_field, cfg.data.invalid_utf8, cfg.data.valid_fraction
     )
@@ -107,7 +108,6 @@ def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple
     tokenizer = train_tokenizer(cfg.data, [d.text for d in train_docs])
     cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
     run_dir = cfg.run_dir
-    _check_replaceable(run_dir, cfg.run.overwrite)
     staging = run_dir.with_name(f".{run_dir.name}.incomplete")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
