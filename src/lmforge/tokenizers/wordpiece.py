@@ -17,7 +17,8 @@ pieces: about count(ab) * log(count(ab) * total / (count(a) * count(b))), comput
 The bare ratio count(ab) / (count(a) * count(b)), the gain per occurrence, is the option
 `criterion="ratio"`; it spends the vocabulary on rare pairs. Training works on unique words
 with their counts; a merge touches only the words holding the pair, and since it lowers the
-counts of both parts, the pairs holding either part are re-scored too.
+counts of both parts, the pairs holding either part are re-scored too. Rare pairs are left out
+of the heap until a bound on their score says they could win.
 
 On disk it is a Hugging Face tokenizer.json; a BERT `vocab.txt` can be read as well.
 """
@@ -119,6 +120,15 @@ def _cleanup(text: str) -> str:
     return text
 
 
+class _XLogX(dict):
+    """x -> x log x (0 for 0), computed on first sight: training asks for the same counts
+    again and again."""
+
+    def __missing__(self, x: int) -> float:
+        value = self[x] = x * math.log(x) if x > 0 else 0.0
+        return value
+
+
 def _train_pieces(
     word_counts: dict[str, int], n_new: int, prefix: str, criterion: str = "likelihood"
 ) -> list[str]:
@@ -137,49 +147,105 @@ def _train_pieces(
     sym_count: dict[int, int] = defaultdict(int)
     pair_count: dict[tuple[int, int], int] = defaultdict(int)
     where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> words holding it
-    partners: dict[int, set[tuple[int, int]]] = defaultdict(set)  # symbol -> live pairs
     for i, (word, count) in enumerate(zip(words, counts)):
         for s in word:
             sym_count[s] += count
         for pair in zip(word, word[1:]):
             pair_count[pair] += count
             where[pair].add(i)
-            partners[pair[0]].add(pair)
-            partners[pair[1]].add(pair)
     total = sum(sym_count.values())  # pieces in the corpus; each merge removes some
 
     log = math.log
+
+    xlogx = _XLogX()
 
     def score(pair: tuple[int, int]) -> float:
         n, a, b = pair_count[pair], sym_count[pair[0]], sym_count[pair[1]]
         if criterion == "ratio":
             return n / (a * b)
         # Change of the corpus log-likelihood, sum of c log(c / total) over pieces, under a
-        # unigram model of the pieces when n pairs a b become n pieces ab (x log x, inlined).
+        # unigram model of the pieces when n pairs a b become n pieces ab.
         if pair[0] == pair[1]:
             rest = a - 2 * n
-            change = n * log(n) - a * log(a) + (rest * log(rest) if rest > 0 else 0.0)
+            change = xlogx[n] - xlogx[a] + (xlogx[rest] if rest > 0 else 0.0)
         else:
-            change = n * log(n) - a * log(a) - b * log(b)
-            change += (a - n) * log(a - n) if a > n else 0.0
-            change += (b - n) * log(b - n) if b > n else 0.0
-        return change + total * log(total) - (total - n) * log(total - n)
+            change = xlogx[n] - xlogx[a] - xlogx[b]
+            change += xlogx[a - n]  # 0 when a == n
+            change += xlogx[b - n]
+        return change + xlogx[total] - xlogx[total - n]
 
-    # A max-heap of (score, pair) where each pair's best entry is never below its current
-    # score: a change that can raise a score (fewer a's or b's) pushes a fresh entry, and
-    # the shrinking total only lowers likelihood gains. So a popped pair whose current
-    # score is still at least the next entry's is the best; otherwise it goes back
-    # re-scored.
+    def bound(n: int) -> float:
+        """The most a pair of two different symbols seen n times can score: when each part
+        occurs only in the pair, since fewer a's or b's only raise the likelihood gain. A
+        little is added for rounding."""
+        n = min(n, total // 2)  # no pair is seen more often
+        if n <= 0:
+            return -math.inf
+        gain = total * log(total) - (total - n) * log(total - n) - n * log(n)
+        return gain + 1e-12 * total * log(total)
+
+    # A max-heap of (score, pair) where each kept pair's best entry is never below its
+    # current score: a change that can raise a score (fewer a's or b's) pushes a fresh
+    # entry, and the shrinking total only lowers likelihood gains. So a popped pair whose
+    # current score is still at least the next entry's is the best of the kept pairs;
+    # otherwise it goes back re-scored. Rare pairs cannot win early, so for likelihood the
+    # heap keeps only pairs seen at least `cut` times (and pairs of a symbol with itself,
+    # which the bound does not cover). Its best is taken only if it beats bound(cut - 1),
+    # the most any rarer pair can score; else `cut` comes down and the pairs it lets in
+    # are pushed. Ratio scores favour rare pairs: there `cut` stays 1 and all are kept.
+    cut = 1
     heap = [(-score(p), p) for p in pair_count]
     heapq.heapify(heap)
+    if criterion == "likelihood" and heap:
+        cut = max(pair_count.values()) + 1
+    partners: dict[int, set[tuple[int, int]]] = defaultdict(set)  # symbol -> kept pairs
+
+    def kept(p: tuple[int, int], n: int) -> bool:
+        return n >= cut or (n > 0 and p[0] == p[1])
+
+    def keep(p: tuple[int, int]) -> None:
+        partners[p[0]].add(p)
+        partners[p[1]].add(p)
+
+    def lower_cut(best: float) -> None:
+        """Keep every pair that might score above 0.8 * `best` in the heap."""
+        nonlocal cut
+        target, lo, hi = 0.8 * best, 0, cut - 1  # largest n < cut with bound(n) < target
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if bound(mid) < target:
+                lo = mid
+            else:
+                hi = mid - 1
+        new_cut = lo + 1 if best > 0 else 1
+        for p, n in pair_count.items():
+            if new_cut <= n < cut:
+                heapq.heappush(heap, (-score(p), p))
+                keep(p)
+        cut = new_cut
+
+    for p, n in pair_count.items():
+        if kept(p, n):
+            keep(p)
+    if heap and cut > 1:
+        lower_cut(-heap[0][0])
     merged: list[str] = []
-    while len(merged) < n_new and heap:
+    while len(merged) < n_new:
+        if not heap:
+            if cut == 1:
+                break
+            lower_cut(-math.inf)
+            continue
         neg, pair = heapq.heappop(heap)
         if pair_count.get(pair, 0) == 0:
             continue
         current = score(pair)
         if heap and current < -heap[0][0]:
             heapq.heappush(heap, (-current, pair))
+            continue
+        if current < bound(cut - 1):
+            heapq.heappush(heap, (-current, pair))
+            lower_cut(current)
             continue
         a, b = pair
         text = names[a] + names[b][len(prefix) :]  # b is always a ## piece
@@ -210,21 +276,21 @@ def _train_pieces(
         for s, delta in sym_delta.items():
             sym_count[s] += delta
         total -= sym_delta[new]
-        touched = set(partners[a]) | set(partners[b])  # their denominators changed
+        touched = partners[a] | partners[b]  # their denominators changed
         for p, delta in pair_delta.items():
             if delta == 0:
                 continue
-            pair_count[p] += delta
-            touched.add(p)
-            if pair_count[p] <= 0:
+            n = pair_count[p] = pair_count[p] + delta
+            if n <= 0:
                 del pair_count[p]
+            if kept(p, n):
+                keep(p)
+                touched.add(p)
+            else:
                 partners[p[0]].discard(p)
                 partners[p[1]].discard(p)
-            else:
-                partners[p[0]].add(p)
-                partners[p[1]].add(p)
         for p in touched:
-            if pair_count.get(p, 0) > 0:
+            if p in pair_count:
                 heapq.heappush(heap, (-score(p), p))
     return merged
 
@@ -392,40 +458,26 @@ class WordPieceTokenizer(Tokenizer):
         return tok
 
     def to_spec(self) -> dict:
-        return {
-            "version": "1.0",
-            "truncation": None,
-            "padding": None,
-            "added_tokens": [
-                {
-                    "id": self.vocab[s],
-                    "content": s,
-                    "single_word": False,
-                    "lstrip": False,
-                    "rstrip": False,
-                    "normalized": False,
-                    "special": True,
-                }
-                for s in self.specials
-            ],
-            "normalizer": {
+        return self._hf_spec(
+            self.specials,
+            normalizer={
                 "type": "BertNormalizer",
                 "clean_text": self.clean_text,
                 "handle_chinese_chars": self.handle_chinese_chars,
                 "strip_accents": self.strip_accents,
                 "lowercase": self.lowercase,
             },
-            "pre_tokenizer": {"type": "BertPreTokenizer"},
-            "post_processor": self.template.to_spec(self.token_to_id) if self.template else None,
-            "decoder": {"type": "WordPiece", "prefix": self.prefix, "cleanup": self.cleanup},
-            "model": {
+            pre_tokenizer={"type": "BertPreTokenizer"},
+            post_processor=self.template.to_spec(self.token_to_id) if self.template else None,
+            decoder={"type": "WordPiece", "prefix": self.prefix, "cleanup": self.cleanup},
+            model={
                 "type": "WordPiece",
                 "unk_token": self.unk_token,
                 "continuing_subword_prefix": self.prefix,
                 "max_input_chars_per_word": self.max_input_chars_per_word,
                 "vocab": self.vocab,
             },
-        }
+        )
 
     # -- encoding
 
