@@ -341,6 +341,13 @@ class UnigramTokenizer(Tokenizer):
         self._scores = [score for _, score in vocab]
         self._unk_score = min(self._scores) - UNK_PENALTY
         self._max_len = max(map(len, self._pieces), default=1)
+        # Every prefix of a piece, with the piece's id where the prefix is one: encoding stops
+        # extending a candidate as soon as no piece starts that way.
+        self._prefixes: dict[str, int | None] = {}
+        for piece in self._pieces:
+            for k in range(1, len(piece)):
+                self._prefixes.setdefault(piece[:k], None)
+        self._prefixes.update(self._pieces)
         self._cache: dict[str, list[tuple[int, int, int]]] = {}
 
     # -- training
@@ -419,10 +426,41 @@ class UnigramTokenizer(Tokenizer):
         """(start, end, id) of the best segmentation of one pre-token."""
         path = self._cache.get(word)
         if path is None:
-            path = _fuse_unknown(_viterbi(self._word_lattice(word)), self.unk_id)
+            path = _fuse_unknown(self._best_path(word), self.unk_id)
             if len(self._cache) < 200_000:
                 self._cache[word] = path
         return path
+
+    def _best_path(self, word: str) -> list[tuple[int, int, int]]:
+        """Viterbi in one forward pass over the word, without building the lattice: the same
+        path as `_viterbi(self._word_lattice(word))`, ties to the earliest start."""
+        n = len(word)
+        prefixes, scores = self._prefixes, self._scores
+        best = [0.0] + [-math.inf] * n
+        back: list[tuple[int, int]] = [(0, 0)] * (n + 1)
+        for start in range(n):
+            base = best[start]
+            char_known = False
+            for end in range(start + 1, n + 1):
+                id = prefixes.get(word[start:end], -1)
+                if id == -1:  # no piece continues this way
+                    break
+                if id is None:
+                    continue
+                char_known |= end == start + 1
+                total = base + scores[id]
+                if total > best[end]:
+                    best[end], back[end] = total, (start, id)
+            if not char_known:
+                total = base + self._unk_score
+                if total > best[start + 1]:
+                    best[start + 1], back[start + 1] = total, (start, self.unk_id)
+        path, end = [], n
+        while end > 0:
+            start, id = back[end]
+            path.append((start, end, id))
+            end = start
+        return path[::-1]
 
     def _word_lattice(self, word: str):
         return _lattice(
