@@ -232,11 +232,11 @@ class Tokenizer(ABC):
         return np.asarray(self._encode_ids(text), dtype=np.int64)
 
     def _encode_ids(self, text: str) -> list[int]:
-        pieces = self.split_specials(text)
-        if len(pieces) == 1 and isinstance(pieces[0], str):  # the common case: no specials
-            return self._encode_ordinary(pieces[0])
+        pattern = self._specials_pattern
+        if pattern is None or not pattern.search(text):  # the common case: no specials
+            return self._encode_ordinary(text)
         ids: list[int] = []
-        for piece in pieces:
+        for piece in self.split_specials(text):
             if isinstance(piece, int):
                 ids.append(piece)
             else:
