@@ -17,8 +17,9 @@ pieces: about count(ab) * log(count(ab) * total / (count(a) * count(b))), comput
 The bare ratio count(ab) / (count(a) * count(b)), the gain per occurrence, is the option
 `criterion="ratio"`; it spends the vocabulary on rare pairs. Training works on unique words
 with their counts; a merge touches only the words holding the pair, and since it lowers the
-counts of both parts, the pairs holding either part are re-scored too. Rare pairs are left out
-of the heap until a bound on their score says they could win.
+counts of both parts, the scores of the pairs holding either part rise; a per-symbol bound on
+that rise re-scores them only when it could matter. Rare pairs are left out of the heap until a
+bound on their score says they could win.
 
 On disk it is a Hugging Face tokenizer.json; a BERT `vocab.txt` can be read as well.
 """
@@ -159,10 +160,11 @@ def _train_pieces(
 
     xlogx = _XLogX()
 
+    def ratio(pair: tuple[int, int]) -> float:
+        return pair_count[pair] / (sym_count[pair[0]] * sym_count[pair[1]])
+
     def score(pair: tuple[int, int]) -> float:
         n, a, b = pair_count[pair], sym_count[pair[0]], sym_count[pair[1]]
-        if criterion == "ratio":
-            return n / (a * b)
         # Change of the corpus log-likelihood, sum of c log(c / total) over pieces, under a
         # unigram model of the pieces when n pairs a b become n pieces ab.
         if pair[0] == pair[1]:
@@ -173,6 +175,9 @@ def _train_pieces(
             change += xlogx[a - n]  # 0 when a == n
             change += xlogx[b - n]
         return change + xlogx[total] - xlogx[total - n]
+
+    if criterion == "ratio":
+        score = ratio  # noqa: F811
 
     def bound(n: int) -> float:
         """The most a pair of two different symbols seen n times can score: when each part
@@ -193,12 +198,38 @@ def _train_pieces(
     # which the bound does not cover). Its best is taken only if it beats bound(cut - 1),
     # the most any rarer pair can score; else `cut` comes down and the pairs it lets in
     # are pushed. Ratio scores favour rare pairs: there `cut` stays 1 and all are kept.
+    # `best[p]` is the key of p's entry that covers its score; an entry whose key differs
+    # is a stale copy and is dropped when popped. A re-scored pair is pushed again only if
+    # its score went above `best[p]`, which keeps the heap free of copies.
+    #
+    # A merge lowers the counts of its parts, which raises the scores of all their pairs,
+    # mostly by very little. So entries are pushed `slack` * n above the score, and only
+    # a per-symbol bound decides when s's pairs must be re-scored. The score's part in s,
+    # xlogx(s - n) - xlogx(s), grows by at most log(s / (s - n)) <= n / (s - n) per lost s:
+    # so with m the largest count of s's pairs, `drift[s]` sums lost / (s - m) and the
+    # pairs are re-scored once it passes slack / 2 (the other half is for the other part).
+    # Pairs holding more than half of s (at most one each side) and pairs of s with itself
+    # would make m useless: they are `heavy` and re-scored at every drop of s. A popped pair
+    # that loses goes back at its exact score and is `watched` until s drops again.
+    slack = 0.5 if criterion == "likelihood" else 0.0
     cut = 1
-    heap = [(-score(p), p) for p in pair_count]
+    best = {p: score(p) + slack * n for p, n in pair_count.items()}
+    heap = [(-v, p) for p, v in best.items()]
     heapq.heapify(heap)
     if criterion == "likelihood" and heap:
         cut = max(pair_count.values()) + 1
     partners: dict[int, set[tuple[int, int]]] = defaultdict(set)  # symbol -> kept pairs
+    most: dict[int, int] = defaultdict(int)  # largest count of a light pair of s
+    heavy: dict[int, set[tuple[int, int]]] = defaultdict(set)
+    drift: dict[int, float] = defaultdict(float)
+    watched: dict[int, set[tuple[int, int]]] = defaultdict(set)
+
+    def classify(p: tuple[int, int], s: int) -> None:
+        n = pair_count[p]
+        if p[0] == p[1] or 2 * n > sym_count[s]:
+            heavy[s].add(p)
+        elif n > most[s]:
+            most[s] = n
 
     def kept(p: tuple[int, int], n: int) -> bool:
         return n >= cut or (n > 0 and p[0] == p[1])
@@ -206,21 +237,28 @@ def _train_pieces(
     def keep(p: tuple[int, int]) -> None:
         partners[p[0]].add(p)
         partners[p[1]].add(p)
+        classify(p, p[0])
+        classify(p, p[1])
 
-    def lower_cut(best: float) -> None:
-        """Keep every pair that might score above 0.8 * `best` in the heap."""
+    def push(p: tuple[int, int], value: float) -> None:
+        if value > best.get(p, -math.inf):
+            best[p] = value
+            heapq.heappush(heap, (-value, p))
+
+    def lower_cut(top: float) -> None:
+        """Keep every pair that might score above 0.8 * `top` in the heap."""
         nonlocal cut
-        target, lo, hi = 0.8 * best, 0, cut - 1  # largest n < cut with bound(n) < target
+        target, lo, hi = 0.8 * top, 0, cut - 1  # largest n < cut with bound(n) < target
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if bound(mid) < target:
                 lo = mid
             else:
                 hi = mid - 1
-        new_cut = lo + 1 if best > 0 else 1
+        new_cut = lo + 1 if top > 0 else 1
         for p, n in pair_count.items():
             if new_cut <= n < cut:
-                heapq.heappush(heap, (-score(p), p))
+                push(p, score(p) + slack * n)
                 keep(p)
         cut = new_cut
 
@@ -237,14 +275,21 @@ def _train_pieces(
             lower_cut(-math.inf)
             continue
         neg, pair = heapq.heappop(heap)
+        if best.get(pair) != -neg:
+            continue  # a stale copy: p's covering entry is still in the heap
+        del best[pair]
         if pair_count.get(pair, 0) == 0:
             continue
         current = score(pair)
         if heap and current < -heap[0][0]:
-            heapq.heappush(heap, (-current, pair))
+            push(pair, current)
+            watched[pair[0]].add(pair)
+            watched[pair[1]].add(pair)
             continue
         if current < bound(cut - 1):
-            heapq.heappush(heap, (-current, pair))
+            push(pair, current)
+            watched[pair[0]].add(pair)
+            watched[pair[1]].add(pair)
             lower_cut(current)
             continue
         a, b = pair
@@ -256,6 +301,8 @@ def _train_pieces(
         sym_delta: dict[int, int] = defaultdict(int)
         for i in where.pop(pair):
             word, count = words[i], counts[i]
+            if a not in word or b not in word:  # `where` keeps words that lost the pair
+                continue
             out, j = [], 0
             while j < len(word):
                 if j + 1 < len(word) and word[j] == a and word[j + 1] == b:
@@ -276,7 +323,20 @@ def _train_pieces(
         for s, delta in sym_delta.items():
             sym_count[s] += delta
         total -= sym_delta[new]
-        touched = partners[a] | partners[b]  # their denominators changed
+        touched: set[tuple[int, int]] = set()
+        for s in {a, b}:  # their counts dropped, so their pairs' scores rose
+            touched |= watched.pop(s, set())
+            touched |= heavy[s]
+            left = sym_count[s]
+            if left > most[s]:
+                drift[s] -= sym_delta[s] / (left - most[s])
+            else:
+                drift[s] = math.inf
+            if drift[s] > slack / 2:
+                drift[s], most[s], heavy[s] = 0.0, 0, set()
+                touched |= partners[s]
+                for p in partners[s]:
+                    classify(p, s)
         for p, delta in pair_delta.items():
             if delta == 0:
                 continue
@@ -290,8 +350,9 @@ def _train_pieces(
                 partners[p[0]].discard(p)
                 partners[p[1]].discard(p)
         for p in touched:
-            if p in pair_count:
-                heapq.heappush(heap, (-score(p), p))
+            n = pair_count.get(p, 0)
+            if n > 0:
+                push(p, score(p) + slack * n)
     return merged
 
 
