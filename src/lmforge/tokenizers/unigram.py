@@ -341,13 +341,14 @@ class UnigramTokenizer(Tokenizer):
         self._scores = [score for _, score in vocab]
         self._unk_score = min(self._scores) - UNK_PENALTY
         self._max_len = max(map(len, self._pieces), default=1)
-        # Every prefix of a piece, with the piece's id where the prefix is one: encoding stops
-        # extending a candidate as soon as no piece starts that way.
-        self._prefixes: dict[str, int | None] = {}
-        for piece in self._pieces:
-            for k in range(1, len(piece)):
-                self._prefixes.setdefault(piece[:k], None)
-        self._prefixes.update(self._pieces)
+        # A character trie of the pieces, nodes as [id or None, children]: encoding extends a
+        # candidate one character at a time and stops as soon as no piece starts that way.
+        self._trie: list = [None, {}]
+        for piece, i in self._pieces.items():
+            node = self._trie
+            for ch in piece:
+                node = node[1].setdefault(ch, [None, {}])
+            node[0] = i
         self._cache: dict[str, list[tuple[int, int, int]]] = {}
 
     # -- training
@@ -435,16 +436,18 @@ class UnigramTokenizer(Tokenizer):
         """Viterbi in one forward pass over the word, without building the lattice: the same
         path as `_viterbi(self._word_lattice(word))`, ties to the earliest start."""
         n = len(word)
-        prefixes, scores = self._prefixes, self._scores
+        root, scores = self._trie[1], self._scores
         best = [0.0] + [-math.inf] * n
         back: list[tuple[int, int]] = [(0, 0)] * (n + 1)
         for start in range(n):
             base = best[start]
             char_known = False
+            children = root
             for end in range(start + 1, n + 1):
-                id = prefixes.get(word[start:end], -1)
-                if id == -1:  # no piece continues this way
+                node = children.get(word[end - 1])
+                if node is None:  # no piece continues this way
                     break
+                id, children = node
                 if id is None:
                     continue
                 char_known |= end == start + 1
