@@ -96,7 +96,12 @@ def _viterbi(incoming) -> list[tuple[int, int, int]]:
             total = best[start] + score
             if total > best[end]:
                 best[end], back[end] = total, (start, id)
-    path, end = [], n
+    return _backtrack(back)
+
+
+def _backtrack(back: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """The path as (start, end, id), from back[end] = (start, id) of each node's best edge."""
+    path, end = [], len(back) - 1
     while end > 0:
         start, id = back[end]
         path.append((start, end, id))
@@ -458,12 +463,7 @@ class UnigramTokenizer(Tokenizer):
                 total = base + self._unk_score
                 if total > best[start + 1]:
                     best[start + 1], back[start + 1] = total, (start, self.unk_id)
-        path, end = [], n
-        while end > 0:
-            start, id = back[end]
-            path.append((start, end, id))
-            end = start
-        return path[::-1]
+        return _backtrack(back)
 
     def _word_lattice(self, word: str):
         return _lattice(
