@@ -17,7 +17,13 @@ import tokenizers as hf
 from lmforge.errors import LmforgeError
 from lmforge.text import load_shakespeare
 from lmforge.tokenizers import EOT, Tokenizer
-from lmforge.tokenizers.unigram import SPACE, UnigramTokenizer, _Lattices
+from lmforge.tokenizers.unigram import (
+    SPACE,
+    UnigramTokenizer,
+    _fuse_unknown,
+    _Lattices,
+    _words,
+)
 
 SAMPLE = [
     "ROMEO:\nBut soft, what light through yonder window breaks?\n\n[Exit]",
@@ -73,6 +79,16 @@ def test_ids_and_offsets_equal_huggingface(trained, shakespeare):
         assert got.offsets == expected.offsets, text[:40]
         assert ours.encode(text) == expected.ids
     assert ref.get_vocab_size() == ours.vocab_size
+
+
+def test_batch_encoding_equals_huggingface(trained, shakespeare, tmp_path):
+    ours, ref = trained
+    ours.save(tmp_path)
+    texts = SAMPLE + lines(shakespeare[1][:1])[:2000]
+    plain = [t for t in texts if EOT not in t]
+    for batch in [plain, texts]:  # without special tokens: one numpy pass; with them: per text
+        fresh = Tokenizer.load(tmp_path)  # nothing cached
+        assert fresh.encode_batch(batch) == [e.ids for e in ref.encode_batch(batch)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -192,10 +208,21 @@ def segmentations(word, scores, unk_score):
             yield parts, total
 
 
-def piece_scores(tok, word):
-    """Our segmentation of one pre-token as pieces (an <unk> run as its characters)."""
+def single_word(tok, word):
+    """The one-word Python segmentation as the batch one reports it: (ids, token ends)."""
+    path = _fuse_unknown(tok._best_path(word), tok.unk_id)
+    return [id for _, _, id in path], [end for _, end, _ in path]
+
+
+def piece_scores(tok, word, batch):
+    """Our segmentation of one pre-token as pieces (an <unk> run as its characters), by the
+    one-word Python path or the many-word numpy path."""
+    if batch:
+        ids, ends = tok._best_paths(["▁x", word, "▁xyz"])[1]  # neighbours must not leak in
+    else:
+        ids, ends = single_word(tok, word)
     parts = []
-    for start, end, id in tok._segment(word):
+    for start, end, id in zip([0, *ends], ends, ids):
         if id == tok.unk_id:
             parts.extend(word[start:end])
         else:
@@ -203,18 +230,30 @@ def piece_scores(tok, word):
     return parts
 
 
+@pytest.mark.parametrize("batch", [False, True])
 @pytest.mark.parametrize("seed", range(5))
-def test_viterbi_finds_the_best_segmentation(seed):
+def test_viterbi_finds_the_best_segmentation(seed, batch):
     rng = np.random.default_rng(seed)
     scores = {p: float(-rng.uniform(1, 8)) for p in SCORES}
     tok = small_tokenizer(scores)
     unk_score = min([0.0, *scores.values()]) - 10
     for word in [f"{SPACE}abcabc", f"{SPACE}cabxab", f"{SPACE}bcabcab", "abcxxcab", f"{SPACE}"]:
         best_parts, best = max(segmentations(word, scores, unk_score), key=lambda ps: ps[1])
-        ours = piece_scores(tok, word)
+        ours = piece_scores(tok, word, batch)
         assert "".join(ours) == word
         total = sum(scores.get(p, unk_score) for p in ours)
         assert total == pytest.approx(best), (word, ours, best_parts)
+
+
+def test_batch_and_single_word_segmentation_agree(trained, shakespeare):
+    """Both Viterbi paths, ties included (equal scores make many): the same pieces."""
+    ours, _ = trained
+    words = list(dict.fromkeys(w for t in lines(shakespeare[1][:2])[:400] for w in _words(t)))
+    words += [f"{SPACE}Ωψ東京", f"{SPACE}x\u0301y", f"{SPACE}{'ab' * 40}"]
+    assert ours._best_paths(words) == [single_word(ours, w) for w in words]
+    tied = small_tokenizer(dict.fromkeys(SCORES, -2.0))
+    tie_words = [f"{SPACE}abcabc", f"{SPACE}cabxab", f"{SPACE}bcabcab", "abcxxcab"] * 2
+    assert tied._best_paths(tie_words) == [single_word(tied, w) for w in tie_words]
 
 
 def test_sampling_draws_each_segmentation_with_its_probability():
@@ -261,18 +300,20 @@ def test_sampling_approaches_viterbi_as_alpha_grows(trained, shakespeare):
 
 
 def test_expected_and_viterbi_counts_equal_enumeration():
+    # b + cab and bc + ab tie in SCORES; nudged apart, the best path is unique.
+    scores = {p: s - 1e-3 * i for i, (p, s) in enumerate(SCORES.items())}
     words = {f"{SPACE}abcab": 3, f"{SPACE}ca": 2, "bcab": 1, f"{SPACE}": 5}
     full, index = _Lattices.of_words(list(words), max_len=16)
     keep = np.zeros(len(index), dtype=bool)
-    keep[[index[p] for p in SCORES]] = True
+    keep[[index[p] for p in scores]] = True
     lattices = full.restrict(keep)  # numbers the kept pieces in substring-id order
     pieces = [p for p, i in sorted(index.items(), key=lambda pi: pi[1]) if keep[i]]
-    logp = np.array([SCORES[p] for p in pieces])
+    logp = np.array([scores[p] for p in pieces])
     counts = np.array(list(words.values()), dtype=np.float64)
     brute = Counter()
     brute_viterbi = Counter()
     for word, count in words.items():
-        segs = list(segmentations(word, SCORES, -math.inf))
+        segs = list(segmentations(word, scores, -math.inf))
         z = sum(math.exp(total) for _, total in segs)
         for parts, total in segs:
             for part in parts:

@@ -17,7 +17,7 @@ import tokenizers as hf
 from lmforge.errors import LmforgeError
 from lmforge.text import load_shakespeare
 from lmforge.tokenizers import Tokenizer
-from lmforge.tokenizers.wordpiece import WordPieceTokenizer
+from lmforge.tokenizers.wordpiece import _ASCII_PRE_TOKEN, _PRE_TOKEN, WordPieceTokenizer
 
 BERT_FIVE = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -467,3 +467,10 @@ def test_unsupported_tokenizer_json(vocab_file, tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     with pytest.raises(LmforgeError, match="Lowercase normalizer is not supported"):
         Tokenizer.load(tmp_path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(max_codepoint=127), max_size=60))
+def test_ascii_pre_tokenizer_splits_as_the_unicode_one(text):
+    """The `re` shortcut for ASCII text must cut exactly where the full pattern does."""
+    assert _ASCII_PRE_TOKEN.findall(text) == _PRE_TOKEN.findall(text)

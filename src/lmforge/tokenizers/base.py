@@ -436,8 +436,10 @@ class Tokenizer(ABC):
         specials = sorted(self.special_tokens, key=len, reverse=True)  # longest match first
         return re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
 
-    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
-        return [self.encode(t) for t in texts]
+    def encode_batch(
+        self, texts: Iterable[str], add_special_tokens: bool = True
+    ) -> list[list[int]]:
+        return [self.encode(t, add_special_tokens) for t in texts]
 
     def token_bytes(self) -> list[int]:
         """UTF-8 length of each token's text, 0 for special tokens: the denominator of

@@ -33,6 +33,7 @@ pairs and unk_id), Metaspace pre-tokenizer and decoder.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -48,6 +49,10 @@ from lmforge.tokenizers.base import Offset, Template, Tokenizer
 UNK = "<unk>"
 SPACE = "\u2581"  # '▁', SentencePiece's visible space
 MAX_PIECE_LENGTH = 16
+CODE_POINTS = 0x110001  # every Unicode character and SEPARATOR, for keys of the flat trie
+SEPARATOR = 0x110000  # not a character: ends a word in batch segmentation
+CACHE_SIZE = 200_000  # words whose segmentation is kept; the cache starts over when full
+BATCH_SEGMENTATION = 64  # from this many new words, segment them together in numpy
 UNK_PENALTY = 10.0  # <unk> scores this far below the rarest piece, as in SentencePiece and HF
 _WORD = re.compile(f"{SPACE}[^{SPACE}]*")
 _METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "always", "split": True}
@@ -215,17 +220,22 @@ class _Lattices:
         piece = np.frombuffer(ids, dtype=np.int64)
         return cls(first, first + lengths, src, dst, piece, word), index
 
+    @classmethod
+    def sorted(cls, first, last, src, dst, piece, word) -> _Lattices:
+        """Lattices from edges in any order, sorted for both passes."""
+        order = np.lexsort((dst, dst - first[word]))
+        src, dst, piece, word = src[order], dst[order], piece[order], word[order]
+        backward = np.lexsort((src, last[word] - src))
+        return cls(first, last, src, dst, piece, word, backward)
+
     def restrict(self, keep: np.ndarray) -> _Lattices:
         """The lattices with only the pieces in `keep` (a mask), renumbered in order."""
         edges = keep[self.piece]
         src, dst, word = self.src[edges], self.dst[edges], self.word[edges]
         piece = (np.cumsum(keep) - 1)[self.piece[edges]]
-        if self._backward is not None:  # filtering keeps both orders sorted
-            backward = (np.cumsum(edges) - 1)[self._backward[edges[self._backward]]]
-            return _Lattices(self.first, self.last, src, dst, piece, word, backward)
-        order = np.lexsort((dst, dst - self.first[word]))
-        src, dst, piece, word = src[order], dst[order], piece[order], word[order]
-        backward = np.lexsort((src, self.last[word] - src))
+        if self._backward is None:
+            return _Lattices.sorted(self.first, self.last, src, dst, piece, word)
+        backward = (np.cumsum(edges) - 1)[self._backward[edges[self._backward]]]  # still sorted
         return _Lattices(self.first, self.last, src, dst, piece, word, backward)
 
     def _pass(self, backward: bool, weight, reduce) -> np.ndarray:
@@ -258,21 +268,40 @@ class _Lattices:
 
     def viterbi_counts(self, logp: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """How often each piece is used in the best segmentations, times word counts."""
-        weight = logp[self.piece]
-        best = self._pass(False, weight, np.maximum)
-        # Any edge that achieves its end node's best score is a valid back pointer.
-        tight = np.flatnonzero(best[self.src] + weight == best[self.dst])
+        edges = self.best_paths(logp[self.piece])
+        return np.bincount(self.piece[edges], counts[self.word[edges]], minlength=len(logp))
+
+    def best_paths(self, weight: np.ndarray) -> np.ndarray:
+        """The edges of every word's best path (edge weights summed), sorted by word and
+        position. Ties go to the earliest start, as in `_viterbi`. The edges may be in any
+        order: this groups them by how far into the word they start, and a node's best
+        score is final once every edge starting before it has been seen."""
+        level = self.src - self.first[self.word]
+        if level.max(initial=0) < 2**15:  # small integers sort by radix, several times faster
+            level = level.astype(np.int16)
+        order = np.argsort(level, kind="stable")
+        runs = np.searchsorted(level[order], np.arange(int(level.max(initial=0)) + 2))
+        best = np.full(self.n_nodes, -np.inf)
+        best[self.first] = 0.0
+        for lo, hi in zip(runs[:-1], runs[1:]):
+            edges = order[lo:hi]
+            np.maximum.at(best, self.dst[edges], best[self.src[edges]] + weight[edges])
+        src, dst = self.src[order], self.dst[order]
+        tight = order[best[src] + weight[order] == best[dst]][::-1]
         back = np.zeros(self.n_nodes, dtype=np.int64)
-        back[self.dst[tight]] = tight
-        freq = np.zeros(len(logp))
+        back[self.dst[tight]] = tight  # of repeated targets the last, the earliest start, stays
+        path = []
         node = self.last.copy()
         active = np.arange(len(node))
         while active.size:
             edge = back[node[active]]
-            freq += np.bincount(self.piece[edge], counts[active], minlength=len(logp))
+            path.append(edge)
             node[active] = self.src[edge]
             active = active[node[active] != self.first[active]]
-        return freq
+        at_node = np.full(self.n_nodes, -1)  # each node starts at most one edge of a path
+        for edges in path:
+            at_node[self.src[edges]] = edges
+        return at_node[at_node >= 0]  # in node order, which is word order
 
 
 def _count_words(texts: Iterable[str], specials: list[str]) -> Counter[str]:
@@ -346,15 +375,39 @@ class UnigramTokenizer(Tokenizer):
         self._scores = [score for _, score in vocab]
         self._unk_score = min(self._scores) - UNK_PENALTY
         self._max_len = max(map(len, self._pieces), default=1)
-        # A character trie of the pieces, nodes as [id or None, children]: encoding extends a
-        # candidate one character at a time and stops as soon as no piece starts that way.
+        # A character trie of the pieces, nodes as [id or None, children]: encoding extends
+        # a candidate one character at a time and stops as soon as no piece starts that way.
         self._trie: list = [None, {}]
         for piece, i in self._pieces.items():
             node = self._trie
             for ch in piece:
-                node = node[1].setdefault(ch, [None, {}])
+                parent, node = node, node[1].get(ch)
+                if node is None:  # (setdefault would build a new node every time)
+                    node = parent[1][ch] = [None, {}]
             node[0] = i
-        self._cache: dict[str, list[tuple[int, int, int]]] = {}
+        self._edge_scores = np.array([*self._scores, self._unk_score])  # unknown: the last
+        # word -> (ids, end of each token): segmenting is the costly part of encoding.
+        self._cache: dict[str, tuple[list[int], list[int]]] = {}
+
+    @functools.cached_property
+    def _flat_trie(self) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+        """The trie as arrays, for `_best_paths`: transition keys (parent * CODE_POINTS +
+        character) sorted, the child each leads to, where the transitions out of each depth
+        begin, and the piece id at each node (-1: none). Nodes are numbered breadth first,
+        so the transitions out of one depth are one run of the keys, a short search."""
+        keys, piece_at, runs = [], [-1], [0]
+        level = [(0, self._trie)]
+        while level:
+            deeper = []
+            for number, (_, children) in level:
+                for ch, child in children.items():
+                    keys.append(number * CODE_POINTS + ord(ch))
+                    piece_at.append(-1 if child[0] is None else child[0])
+                    deeper.append((len(piece_at) - 1, child))
+            runs.append(len(keys))
+            level = deeper
+        order = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
+        return np.array(keys, dtype=np.int64)[order], order + 1, runs, np.array(piece_at)
 
     # -- training
 
@@ -428,14 +481,19 @@ class UnigramTokenizer(Tokenizer):
 
     # -- encoding
 
-    def _segment(self, word: str) -> list[tuple[int, int, int]]:
-        """(start, end, id) of the best segmentation of one pre-token."""
-        path = self._cache.get(word)
-        if path is None:
+    def _segment(self, words: list[str]) -> None:
+        """Put the best segmentation of each word (pre-token) not seen before in the cache:
+        one at a time in Python for a few, all together in numpy for many."""
+        cache = self._cache
+        new = [w for w in dict.fromkeys(words) if w not in cache]
+        if len(cache) + len(new) > CACHE_SIZE:
+            cache.clear()
+        if len(new) >= BATCH_SEGMENTATION:
+            cache.update(zip(new, self._best_paths(new)))
+            return
+        for word in new:
             path = _fuse_unknown(self._best_path(word), self.unk_id)
-            if len(self._cache) < 200_000:
-                self._cache[word] = path
-        return path
+            cache[word] = ([id for *_, id in path], [end for _, end, _ in path])
 
     def _best_path(self, word: str) -> list[tuple[int, int, int]]:
         """Viterbi in one forward pass over the word, without building the lattice: the same
@@ -465,13 +523,85 @@ class UnigramTokenizer(Tokenizer):
                     best[start + 1], back[start + 1] = total, (start, self.unk_id)
         return _backtrack(back)
 
+    def _best_paths(self, words: list[str]) -> list[tuple[list[int], list[int]]]:
+        """The ids and token ends of each word's best segmentation (as `_best_path` finds
+        it, <unk> runs fused), for many words at once: walk the trie from every
+        character of every word together, one character per step, then find the best
+        paths of all their lattices together."""
+        # The words one after another, each followed by a separator that no transition
+        # takes, so a walk stops at its word's end. Node i is the point before character i
+        # (word w's nodes run from first[w] to its separator, first[w] + len(w)).
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        first = np.cumsum(lengths + 1) - lengths - 1
+        text = "\0".join(words) + "\0"
+        chars = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        chars[first + lengths] = SEPARATOR
+        transitions, child, runs, piece_at = self._flat_trie
+        start = np.arange(len(chars))  # one walk from every character
+        node = np.zeros(len(chars), dtype=np.int64)
+        found = []  # (start, length, piece) of each piece occurrence
+        known = np.zeros(len(chars), dtype=bool)  # characters that are pieces themselves
+        known[first + lengths] = True  # and the separators, which are no characters
+        for length in range(1, len(runs) - 1):
+            lo, hi = runs[length - 1], runs[length]
+            key = node * CODE_POINTS + chars[start + length - 1]
+            at = lo + np.searchsorted(transitions[lo:hi], key)
+            go = transitions[np.minimum(at, hi - 1)] == key
+            start, node = start[go], child[at[go]]
+            if not start.size:
+                break
+            piece = piece_at[node]
+            hit = piece >= 0
+            found.append((start[hit], np.full(np.count_nonzero(hit), length), piece[hit]))
+            if length == 1:
+                known[start[hit]] = True
+        unknown = np.flatnonzero(~known)  # an <unk> edge over each, scored as the last id
+        found.append((unknown, np.ones_like(unknown), np.full_like(unknown, len(self.vocab))))
+        src, length, piece = (np.concatenate(parts) for parts in zip(*found))
+        word = np.repeat(np.arange(len(words)), lengths + 1)[src]
+        lattices = _Lattices(first, first + lengths, src, src + length, piece, word)
+        edges = lattices.best_paths(self._edge_scores[piece])
+        word = word[edges]
+        unknown = piece[edges] == len(self.vocab)
+        ids = np.where(unknown, self.unk_id, piece[edges]).tolist()
+        ends = (src[edges] + length[edges] - first[word]).tolist()
+        bounds = np.cumsum(np.bincount(word, minlength=len(words))).tolist()
+        has_unknown = np.bincount(word, unknown, minlength=len(words)).tolist()
+        segmentations, lo = [], 0
+        for hi, unknown in zip(bounds, has_unknown):
+            if unknown:  # rare: fuse the <unk> run
+                starts = [0, *ends[lo : hi - 1]]
+                path = _fuse_unknown(zip(starts, ends[lo:hi], ids[lo:hi]), self.unk_id)
+                segmentations.append(([id for *_, id in path], [end for _, end, _ in path]))
+            else:
+                segmentations.append((ids[lo:hi], ends[lo:hi]))
+            lo = hi
+        return segmentations
+
     def _word_lattice(self, word: str):
         return _lattice(
             word, self._pieces, self._scores, self.unk_id, self._unk_score, self._max_len
         )
 
     def _encode_ordinary(self, text: str) -> list[int]:
-        return [id for word in _words(text) for _, _, id in self._segment(word)]
+        words = _words(text)
+        cache = self._cache
+        try:
+            return [id for word in words for id in cache[word][0]]
+        except KeyError:  # words not seen before
+            self._segment(words)
+            return [id for word in words for id in cache[word][0]]
+
+    def encode_batch(
+        self, texts: Iterable[str], add_special_tokens: bool = True
+    ) -> list[list[int]]:
+        texts = list(texts)
+        words = [_words(text) for text in texts]
+        self._segment([w for ws in words for w in ws])  # all new words at once
+        if (add_special_tokens and self.template) or any(map(self._specials_pattern.search, texts)):
+            return super().encode_batch(texts, add_special_tokens)
+        cache = self._cache
+        return [[id for word in ws for id in cache[word][0]] for ws in words]
 
     def _encode_ordinary_offsets(self, text: str) -> tuple[list[int], list[Offset]]:
         ids: list[int] = []
@@ -479,12 +609,17 @@ class UnigramTokenizer(Tokenizer):
         if not text:
             return ids, offsets
         normalized, shift = _metaspace(text)
-        for match in _WORD.finditer(normalized):
+        matches = list(_WORD.finditer(normalized))
+        self._segment([m.group() for m in matches])
+        for match in matches:
             at = match.start() - shift
-            for start, end, id in self._segment(match.group()):
+            word_ids, ends = self._cache[match.group()]
+            start = 0
+            for id, end in zip(word_ids, ends):
                 ids.append(id)
                 # The prepended '▁' stands where the first character is, as in HF.
                 offsets.append((max(at + start, 0), max(at + end, 1)))
+                start = end
         return ids, offsets
 
     def sample(self, text: str, alpha: float = 0.1, seed: int | None = None) -> list[int]:

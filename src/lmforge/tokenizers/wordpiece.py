@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -58,12 +59,20 @@ _CJK = [
 ]
 # Unicode's White_Space property, which Rust's `char::is_whitespace` (and so Hugging Face)
 # uses; Python's str.isspace() also counts U+001C..U+001F.
-_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_ASCII_WHITESPACE = "\t\n\x0b\x0c\r "
+_WHITESPACE = _ASCII_WHITESPACE + "\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # BERT's punctuation: every ASCII non-alphanumeric printable ('$', '+', '^' ... too) and
 # Unicode category P.
-_PUNCT = r"!-/:-@\[-`{-~\p{P}"
+_ASCII_PUNCT = r"!-/:-@\[-`{-~"
+_PUNCT = _ASCII_PUNCT + r"\p{P}"
 _SPACE = regex.compile(f"[{_WHITESPACE}]")
 _PRE_TOKEN = regex.compile(rf"[^{_WHITESPACE}{_PUNCT}]+|[{_PUNCT}]")
+# The same for ASCII text, which the standard `re` splits ~2.5x faster than `regex`.
+_ASCII_PRE_TOKEN = re.compile(rf"[^{_ASCII_WHITESPACE}{_ASCII_PUNCT}]+|[{_ASCII_PUNCT}]")
+
+
+def _pre_tokens(normalized: str) -> regex.Pattern | re.Pattern:
+    return _ASCII_PRE_TOKEN if normalized.isascii() else _PRE_TOKEN
 
 
 def _is_cjk(code: int) -> bool:
@@ -426,7 +435,8 @@ class WordPieceTokenizer(Tokenizer):
         table = _CharTable(clean_text=True, cjk=True, strip_accents=strip, lowercase=lowercase)
         words: Counter[str] = Counter()
         for text in texts:
-            words.update(_PRE_TOKEN.findall(text.translate(table)))
+            normalized = text.translate(table)
+            words.update(_pre_tokens(normalized).findall(normalized))
         if not words:
             raise LmforgeError("the corpus is empty: nothing to train the tokenizer on")
         alphabet = {w[0] for w in words} | {PREFIX + c for w in words for c in w[1:]}
@@ -543,7 +553,8 @@ class WordPieceTokenizer(Tokenizer):
     # -- encoding
 
     def _words(self, text: str) -> list[str]:
-        return _PRE_TOKEN.findall(text.translate(self._table))
+        normalized = text.translate(self._table)
+        return _pre_tokens(normalized).findall(normalized)
 
     def _pieces(self, word: str) -> list[tuple[int, int, int]]:
         """(id, start, end) of each piece, offsets into `word`."""
@@ -585,7 +596,7 @@ class WordPieceTokenizer(Tokenizer):
             origin = [i for i, c in enumerate(text) for _ in table[ord(c)]]
         ids: list[int] = []
         offsets: list[Offset] = []
-        for m in _PRE_TOKEN.finditer(normalized):
+        for m in _pre_tokens(normalized).finditer(normalized):
             for id, a, b in self._pieces(m.group()):
                 a, b = m.start() + a, m.start() + b
                 ids.append(id)
