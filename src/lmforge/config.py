@@ -102,12 +102,23 @@ class TrainConfig(Section):
     )
     batch_size: int = Field(16, ge=1, description="sequences per micro-batch")
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    optimizer: Literal["adamw", "adam", "adadelta", "rmsprop", "sgd"] = Field(
+        "adamw", description="torch.optim optimizer (fused or foreach kernels where they exist)"
+    )
     learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+    schedule: Literal["cosine", "linear", "constant", "noam"] = Field(
+        "cosine",
+        description="after linear warmup: cosine or linear decay to min_lr_ratio, constant, "
+        "or noam (the 2017 Transformer's inverse square root)",
+    )
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of the peak")
-    warmup_steps: int = Field(100, ge=0, description="linear warmup steps before cosine decay")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW decoupled weight decay (matrices)")
-    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
-    beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2")
+    warmup_steps: int = Field(100, ge=0, description="linear warmup steps before the decay")
+    weight_decay: float = Field(
+        0.1, ge=0, description="weight decay of matrices (decoupled for AdamW, L2 otherwise)"
+    )
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam/AdamW beta1")
+    beta2: float = Field(0.99, ge=0, lt=1, description="Adam/AdamW beta2")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD and RMSprop momentum")
     grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm; 0 disables")
     eval_interval: int = Field(250, ge=1, description="evaluate every N steps")
     eval_batches: int = Field(20, ge=1, description="batches per periodic evaluation")

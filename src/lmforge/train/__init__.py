@@ -1,14 +1,19 @@
-"""Training: objective, optimizer and schedule, the loop, checkpoints, metrics, the pretrain job."""
+"""Training: objectives, optimizers and schedules, the loop, checkpoints, metrics, pretraining."""
 
+from lmforge.train.losses import causal_lm_loss, mask_tokens, seq2seq_loss, span_loss, token_loss
 from lmforge.train.optim import build_optimizer, lr_at, param_groups
-from lmforge.train.trainer import TrainingInterrupted, evaluate, lm_loss, train
+from lmforge.train.trainer import TrainingInterrupted, evaluate, train
 
 __all__ = [
     "TrainingInterrupted",
     "build_optimizer",
+    "causal_lm_loss",
     "evaluate",
-    "lm_loss",
     "lr_at",
+    "mask_tokens",
     "param_groups",
+    "seq2seq_loss",
+    "span_loss",
+    "token_loss",
     "train",
 ]

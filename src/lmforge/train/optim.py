@@ -1,4 +1,14 @@
-"""AdamW with decoupled weight decay on matrices only, and the warmup + cosine LR schedule."""
+"""Optimizers from torch.optim by name, weight decay on matrices only, and LR schedules.
+
+Schedules (`lr_at`), all with a linear warmup over `warmup_steps` to the peak
+`learning_rate`, then:
+- cosine: half a cosine down to `min_lr_ratio` x peak at the last step (GPT-3, Chinchilla);
+- linear: a straight line down to the same floor (BERT);
+- constant: the peak until the end;
+- noam: peak x sqrt(warmup / step), the inverse square root of "Attention Is All You Need".
+  The paper's d_model^-0.5 x min(step^-0.5, step x warmup^-1.5) is this with
+  peak = (d_model x warmup)^-0.5, e.g. 7.0e-4 for d_model 512 and 4000 warmup steps.
+"""
 
 from __future__ import annotations
 
@@ -30,23 +40,41 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    fused = device.type in {"cuda", "cpu"}  # fused AdamW kernels exist for both
-    return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay),
-        lr=cfg.learning_rate,
-        betas=(cfg.beta1, cfg.beta2),
-        fused=fused,
-    )
+OPTIMIZERS = {
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,
+    "adadelta": torch.optim.Adadelta,
+    "rmsprop": torch.optim.RMSprop,
+    "sgd": torch.optim.SGD,
+}
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
+    kind = OPTIMIZERS[cfg.optimizer]
+    options: dict = {"lr": cfg.learning_rate}
+    if cfg.optimizer in {"adamw", "adam"}:
+        options["betas"] = (cfg.beta1, cfg.beta2)
+    elif cfg.optimizer in {"sgd", "rmsprop"}:
+        options["momentum"] = cfg.momentum
+    groups = param_groups(model, cfg.weight_decay)
+    try:  # one fused kernel for all parameters, where torch has it for this device
+        return kind(groups, fused=True, **options)
+    except (RuntimeError, TypeError, ValueError):
+        return kind(groups, foreach=device.type != "mps", **options)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to the peak over `warmup_steps`, then cosine decay to min_lr_ratio * peak
-    at the last step."""
+    """The learning rate of (0-based) `step`; see the module docstring."""
     peak = cfg.learning_rate
     if step < cfg.warmup_steps:
         return peak * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return peak
+    if cfg.schedule == "noam":
+        return peak * math.sqrt(max(cfg.warmup_steps, 1) / (step + 1))
     span = max(1, cfg.max_steps - 1 - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     floor = peak * cfg.min_lr_ratio
+    if cfg.schedule == "linear":
+        return peak - (peak - floor) * progress
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))

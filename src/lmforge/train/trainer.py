@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lmforge.config import TrainConfig
@@ -21,6 +20,7 @@ from lmforge.data import WindowSampler
 from lmforge.device import autocast
 from lmforge.errors import LmforgeError
 from lmforge.train.checkpoint import load_checkpoint, save_checkpoint
+from lmforge.train.losses import causal_lm_loss
 from lmforge.train.metrics import MetricsLog
 from lmforge.train.optim import build_optimizer, lr_at
 
@@ -37,13 +37,6 @@ class TrainingInterrupted(Exception):
 class TrainResult:
     step: int  # optimizer steps completed
     stopped_by_budget: bool
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Causal LM cross-entropy in nats per token."""
-    return F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction
-    )
 
 
 @torch.no_grad()
@@ -69,7 +62,7 @@ def evaluate(
         x, y = x.to(device), y.to(device)
         with autocast(device, precision):
             logits = model(x)
-        loss = lm_loss(logits, y, reduction="none")
+        loss = causal_lm_loss(logits, y, reduction="none").reshape(-1)
         nbytes = token_bytes[y.reshape(-1)]
         counted = nbytes > 0
         nats += loss[counted].sum().item()
@@ -172,7 +165,7 @@ def train(
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with autocast(device, precision):
                     logits = forward(x)
-                loss = lm_loss(logits, y)
+                loss = causal_lm_loss(logits, y)
                 (loss / cfg.grad_accum_steps).backward()
                 loss_sum += loss.item()
             loss_value = loss_sum / cfg.grad_accum_steps
