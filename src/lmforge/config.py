@@ -25,17 +25,71 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    """Shape of the Transformer."""
+    """Shape and components of the Transformer: one core, configured.
 
+    The defaults are the GPT-2 shape the pretraining presets use. The presets in
+    `configs/models/` (gpt2, llama, bert, bart) show which fields make each architecture;
+    docs/models.md explains every field. Fields left at null are derived (`resolved()`).
+    """
+
+    arch: Literal["decoder", "encoder", "encoder-decoder"] = Field(
+        "decoder",
+        description="decoder (causal, GPT/Llama), encoder (bidirectional, BERT) or "
+        "encoder-decoder (BART)",
+    )
     vocab_size: int = Field(0, ge=0, description="vocabulary size; 0 takes it from the tokenizer")
     block_size: int = Field(256, ge=1, description="context length in tokens")
-    n_layer: int = Field(6, ge=1, description="number of Transformer blocks")
-    n_embd: int = Field(384, ge=1, description="model width (must be divisible by n_head)")
-    n_head: int = Field(6, ge=1, description="attention heads per block")
+    n_layer: int = Field(6, ge=1, description="Transformer blocks (the encoder's, if two stacks)")
+    n_decoder_layer: int | None = Field(
+        None, ge=1, description="decoder blocks of an encoder-decoder; null: n_layer"
+    )
+    n_embd: int = Field(384, ge=1, description="model width")
+    head_dim: int | None = Field(None, ge=1, description="width of one head; null: n_embd/n_head")
+    n_head: int = Field(6, ge=1, description="attention (query) heads per block")
+    n_kv_head: int | None = Field(
+        None,
+        ge=1,
+        description="key/value heads: null or n_head (multi-head), fewer (grouped-query), "
+        "1 (multi-query)",
+    )
+    positions: Literal["learned", "sinusoidal", "rope", "none"] = Field(
+        "learned", description="position information: learned table, sinusoids, RoPE, none"
+    )
+    position_offset: int = Field(0, ge=0, description="first row of the learned table (BART: 2)")
+    rope_base: float = Field(10000.0, gt=0, description="RoPE base (theta)")
+    norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="normalisation layer")
+    norm_eps: float = Field(1e-5, gt=0, description="epsilon of the norms")
+    norm_position: Literal["pre", "post"] = Field(
+        "pre",
+        description="pre: x + f(norm(x)), with a final norm; post: norm(x + f(x)) (BERT, BART)",
+    )
+    embedding_norm: bool = Field(False, description="normalise the embeddings (BERT, BART)")
+    scale_embeddings: bool = Field(
+        False, description="multiply token embeddings by sqrt(n_embd) (original Transformer)"
+    )
+    type_vocab_size: int = Field(0, ge=0, description="token-type (segment) embeddings; 0: none")
+    mlp: Literal["plain", "gated"] = Field(
+        "plain", description="plain: down(act(up x)); gated: down(act(gate x) * up x)"
+    )
+    activation: Literal["gelu_tanh", "gelu", "relu", "silu"] = Field(
+        "gelu_tanh", description="MLP activation (gated + silu = SwiGLU)"
+    )
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width as a multiple of n_embd")
+    mlp_hidden: int | None = Field(None, ge=1, description="MLP hidden width; null: mlp_ratio")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
     bias: bool = Field(True, description="bias terms in linear layers and LayerNorms")
     tie_embeddings: bool = Field(True, description="share the input embedding and output head")
+    head: Literal[
+        "lm",
+        "mlm",
+        "sequence-classification",
+        "token-classification",
+        "question-answering",
+        "none",
+    ] = Field("lm", description="task head; none returns the final hidden states")
+    head_bias: bool = Field(False, description="bias on the LM head (BART's final_logits_bias)")
+    num_labels: int = Field(2, ge=1, description="classes of the classification heads")
+    pooler: bool = Field(False, description="BERT's pooler: tanh(dense(first token))")
     attention: Literal["sdpa", "explicit"] = Field(
         "sdpa",
         description="fused scaled_dot_product_attention, or the explicit softmax(QK^T/sqrt(d))V",
@@ -45,13 +99,56 @@ class ModelConfig(Section):
     @classmethod
     def _heads_divide_width(cls, n_head: int, info) -> int:
         n_embd = info.data.get("n_embd")
-        if n_embd and n_embd % n_head:
+        if n_embd and info.data.get("head_dim") is None and n_embd % n_head:
             fits = [h for h in range(1, min(n_embd, 32) + 1) if n_embd % h == 0]
             raise ValueError(
                 f"n_embd={n_embd} is not divisible by n_head={n_head}; "
-                f"pick n_head from {fits} or change n_embd"
+                f"pick n_head from {fits}, change n_embd or set head_dim"
             )
         return n_head
+
+    @field_validator("n_kv_head")
+    @classmethod
+    def _kv_heads_divide_heads(cls, n_kv_head: int | None, info) -> int | None:
+        n_head = info.data.get("n_head")
+        if n_kv_head and n_head and n_head % n_kv_head:
+            fits = [h for h in range(1, n_head + 1) if n_head % h == 0]
+            raise ValueError(
+                f"n_head={n_head} is not divisible by n_kv_head={n_kv_head}; pick one of {fits}"
+            )
+        return n_kv_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_width(self) -> int:
+        return self.head_dim or self.n_embd // self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        return self.mlp_hidden or self.mlp_ratio * self.n_embd
+
+    @property
+    def decoder_layers(self) -> int:
+        """Blocks of the decoder stack (0 for an encoder)."""
+        if self.arch == "encoder":
+            return 0
+        if self.arch == "encoder-decoder":
+            return self.n_decoder_layer or self.n_layer
+        return self.n_layer
+
+    def resolved(self) -> ModelConfig:
+        """The same model with every derived (null) size written out."""
+        return self.model_copy(
+            update={
+                "n_kv_head": self.kv_heads,
+                "head_dim": self.head_width,
+                "mlp_hidden": self.mlp_width,
+                "n_decoder_layer": self.decoder_layers if self.arch == "encoder-decoder" else None,
+            }
+        )
 
 
 class DataConfig(Section):
@@ -286,6 +383,29 @@ def build_config(data: dict, overrides: dict[str, Any] | None = None) -> Config:
 def load_config(source: str, overrides: dict[str, Any] | None = None) -> Config:
     """Read a preset name or YAML path, apply dotted overrides, validate."""
     return build_config(_read_yaml(source), overrides)
+
+
+def model_preset_names() -> list[str]:
+    """Architecture presets: configs/models/NAME.yaml, each a `model:` section."""
+    folder = resources.files("lmforge") / "configs" / "models"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_model_preset(source: str, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """The model section of an architecture preset (gpt2, llama, bert, bart) or of a YAML
+    file; `overrides` are model fields, e.g. {"n_layer": 2}."""
+    if source in model_preset_names():
+        path = resources.files("lmforge") / "configs" / "models" / f"{source}.yaml"
+        data = yaml.safe_load(path.read_text("utf-8")) or {}
+    elif Path(source).suffix in {".yaml", ".yml"} or Path(source).is_file():
+        data = _read_yaml(source)
+    else:
+        raise LmforgeError(
+            f"unknown model preset '{source}'; choose one of {', '.join(model_preset_names())} "
+            "or give the path of a .yaml file"
+        )
+    prefixed = {f"model.{k}": v for k, v in (overrides or {}).items()}
+    return build_config({"model": data.get("model") or {}}, prefixed).model
 
 
 def describe_fields() -> str:

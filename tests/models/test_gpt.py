@@ -1,10 +1,12 @@
+import tempfile
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.models import GPT, from_pretrained, save_weights
+from lmforge.models import GPT, from_pretrained, save_pretrained, save_weights
 
 transformers = pytest.importorskip("transformers")
 
@@ -12,44 +14,10 @@ CFG = ModelConfig(vocab_size=101, block_size=24, n_layer=3, n_head=6, n_embd=48)
 
 
 def to_hf_gpt2(model: GPT):
-    """Copy our weights into transformers' GPT2LMHeadModel (Conv1D weights are transposed)."""
-    c = model.config
-    hf_cfg = transformers.GPT2Config(
-        vocab_size=c.vocab_size,
-        n_positions=c.block_size,
-        n_embd=c.n_embd,
-        n_layer=c.n_layer,
-        n_head=c.n_head,
-        resid_pdrop=0,
-        embd_pdrop=0,
-        attn_pdrop=0,
-        layer_norm_epsilon=1e-5,
-        activation_function="gelu_new",
-    )
-    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
-    sd = model.state_dict()
-    new = {
-        "transformer.wte.weight": sd["wte.weight"],
-        "transformer.wpe.weight": sd["wpe.weight"],
-        "transformer.ln_f.weight": sd["ln_f.weight"],
-        "transformer.ln_f.bias": sd["ln_f.bias"],
-        "lm_head.weight": sd["wte.weight"],
-    }
-    pairs = {
-        "ln_1": "ln_1",
-        "ln_2": "ln_2",
-        "attn.qkv": "attn.c_attn",
-        "attn.out": "attn.c_proj",
-        "mlp.up": "mlp.c_fc",
-        "mlp.down": "mlp.c_proj",
-    }
-    for i in range(c.n_layer):
-        for ours, theirs in pairs.items():
-            w, b = sd[f"blocks.{i}.{ours}.weight"], sd[f"blocks.{i}.{ours}.bias"]
-            new[f"transformer.h.{i}.{theirs}.weight"] = w if "ln" in ours else w.t()
-            new[f"transformer.h.{i}.{theirs}.bias"] = b
-    hf.load_state_dict(new, strict=False)
-    return hf
+    """The same model in transformers' GPT2LMHeadModel, through our Hugging Face export."""
+    with tempfile.TemporaryDirectory() as directory:
+        save_pretrained(model, directory, "gpt2")
+        return transformers.GPT2LMHeadModel.from_pretrained(directory).eval()
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "explicit"])
@@ -83,7 +51,7 @@ def test_flops_per_token_matches_flop_counter():
 
 def test_tied_embeddings():
     model = GPT(CFG)
-    assert model.lm_head.weight is model.wte.weight
+    assert model.head.out.weight is model.tok_embed.weight
     untied = GPT(CFG.model_copy(update={"tie_embeddings": False}))
     assert untied.num_parameters() == model.num_parameters() + CFG.vocab_size * CFG.n_embd
 

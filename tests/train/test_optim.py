@@ -14,14 +14,14 @@ def test_weight_decay_only_on_linear_matrices():
     names = {id(p): n for n, p in model.named_parameters()}  # tied head appears once
     decayed = sorted(names[id(p)] for p in decay["params"])
     assert decayed == sorted(
-        f"blocks.{i}.{m}.weight"
+        f"decoder.blocks.{i}.{m}.weight"
         for i in range(2)
-        for m in ("attn.qkv", "attn.out", "mlp.up", "mlp.down")
+        for m in ("attn.q", "attn.k", "attn.v", "attn.out", "mlp.up", "mlp.down")
     )
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     total = len(decay["params"]) + len(no_decay["params"])
     assert total == len(list(model.parameters()))
-    assert any(p is model.wte.weight for p in no_decay["params"])
+    assert any(p is model.tok_embed.weight for p in no_decay["params"])
 
 
 def test_decoupled_decay_matches_torch_adamw_formula():
@@ -36,7 +36,9 @@ def test_decoupled_decay_matches_torch_adamw_formula():
     for n, p in model.named_parameters():
         factor = (
             1 - 0.1 * 0.5
-            if n.endswith(("qkv.weight", "out.weight", "up.weight", "down.weight"))
+            if n.endswith(
+                ("q.weight", "k.weight", "v.weight", "out.weight", "up.weight", "down.weight")
+            )
             else 1
         )
         torch.testing.assert_close(p.detach(), before[n] * factor)

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from lmforge import __version__
-from lmforge.cli import corpus, evaluate, generate, pretrain, tokenizer
+from lmforge.cli import convert, corpus, evaluate, generate, model, pretrain, tokenizer
 from lmforge.errors import LmforgeError
 
-COMMANDS = (pretrain, generate, evaluate, corpus, tokenizer)
+COMMANDS = (pretrain, generate, evaluate, corpus, tokenizer, model, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

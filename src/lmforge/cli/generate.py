@@ -1,6 +1,9 @@
-"""`lmforge generate RUN_DIR --prompt TEXT`"""
+"""`lmforge generate MODEL --prompt TEXT [--stream] [--num-beams N] ...`"""
 
 from __future__ import annotations
+
+import json
+import sys
 
 
 def register(sub) -> None:
@@ -12,6 +15,16 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
     p.add_argument("--top-k", type=int, default=50, help="0 keeps the whole vocabulary")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: keep this much mass")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min_p x the top")
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--frequency-penalty", type=float, default=0.0)
+    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with N beams")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length^this")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    p.add_argument("--logprobs", action="store_true", help="print each token's log-probability")
     p.add_argument("--seed", type=int, default=None, help="fix the sampling for reproducibility")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(run=run)
@@ -19,17 +32,47 @@ def register(sub) -> None:
 
 def run(args, extra) -> int:
     from lmforge.device import pick_device
-    from lmforge.infer import generate, load_model_and_tokenizer
+    from lmforge.infer import Sampling, TextStream, generate, load_model_and_tokenizer
 
-    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
-    ids = generate(
-        model,
-        tokenizer.encode(args.prompt, add_special_tokens=False),
-        args.max_new_tokens,
-        args.temperature,
-        args.top_k,
-        args.seed,
-        stop_ids=tuple(i for i in [tokenizer.eot_id] if i is not None),
+    sampling = Sampling(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        frequency_penalty=args.frequency_penalty,
+        presence_penalty=args.presence_penalty,
     )
-    print(args.prompt + tokenizer.decode(ids))
+    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
+    stream = TextStream(tokenizer, args.stop)
+    print(args.prompt, end="", flush=True)
+
+    def on_token(row: int, token: int) -> bool:
+        piece = stream.push(token)
+        if args.stream:
+            print(piece, end="", flush=True)
+        return stream.stopped
+
+    [result] = generate(
+        model,
+        [tokenizer.encode(args.prompt, add_special_tokens=False)],
+        args.max_new_tokens,
+        sampling,
+        stop_ids=[i for i in [tokenizer.eot_id] if i is not None],
+        seed=args.seed,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        logprobs=args.logprobs,
+        on_token=on_token if args.num_beams == 1 else None,
+    )
+    if args.num_beams > 1:  # beams settle only at the end
+        for token in result.ids:
+            stream.push(token)
+    rest = stream.finish()
+    print(rest if args.stream else stream.text, flush=True)
+    if args.logprobs:
+        tokens = [tokenizer.id_to_token(i) for i in result.ids]
+        rows = [{"token": t, "logprob": round(lp, 4)} for t, lp in zip(tokens, result.logprobs)]
+        json.dump(rows, sys.stderr, ensure_ascii=False)
+        print(file=sys.stderr)
     return 0

@@ -25,8 +25,8 @@ from lmforge.data import WindowSampler, encode_documents, eval_windows, open_spl
 from lmforge.device import pick_device, resolve_precision
 from lmforge.errors import LmforgeError
 from lmforge.fileio import write_json, write_text
-from lmforge.infer import generate
-from lmforge.models import GPT
+from lmforge.infer import Sampling, generate
+from lmforge.models import Transformer
 from lmforge.text import load_corpus
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.checkpoint import STATE_FILE, has_checkpoint
@@ -147,6 +147,11 @@ def pretrain(
     cfg: Config, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print
 ) -> dict:
     """Run the whole job; returns the figures also written to results.json."""
+    if cfg.model.arch != "decoder" or cfg.model.head != "lm":
+        raise LmforgeError(
+            f"pretraining trains a causal language model; model.arch={cfg.model.arch} and "
+            f"model.head={cfg.model.head} would see the tokens they predict: use decoder and lm"
+        )
     started = time.perf_counter()
     device = pick_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
@@ -167,7 +172,7 @@ def pretrain(
     train_tokens, _ = open_split(run_dir / "data", "train")
     valid_tokens, _ = open_split(run_dir / "data", "valid")
     token_bytes = torch.tensor(tokenizer.token_bytes())
-    model = GPT(cfg.model).to(device)
+    model = Transformer(cfg.model).to(device)
     t = cfg.train
     tokens_per_step = t.batch_size * t.grad_accum_steps * cfg.model.block_size
     log(
@@ -213,17 +218,12 @@ def pretrain(
     prompt = tokenizer.encode(cfg.run.sample_prompt, add_special_tokens=False) or [
         tokenizer.eot_id or 0
     ]
-    sample = cfg.run.sample_prompt + tokenizer.decode(
-        generate(
-            model,
-            prompt,
-            cfg.run.sample_tokens,
-            cfg.run.sample_temperature,
-            cfg.run.sample_top_k,
-            seed=t.seed,
-            stop_ids=(tokenizer.eot_id,),
-        )
+    sampling = Sampling(temperature=cfg.run.sample_temperature, top_k=cfg.run.sample_top_k)
+    stop_ids = [i for i in [tokenizer.eot_id] if i is not None]
+    [generation] = generate(
+        model, [prompt], cfg.run.sample_tokens, sampling, stop_ids=stop_ids, seed=t.seed
     )
+    sample = cfg.run.sample_prompt + tokenizer.decode(generation.ids)
     summary = {
         "steps": result.step,
         "stopped_by_time_budget": result.stopped_by_budget,

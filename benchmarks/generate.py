@@ -1,0 +1,151 @@
+"""Generation speed: lmforge vs transformers' generate(), same GPT-2-124M weights, one run.
+
+Greedy decoding of a 128-token prompt on the CPU. Prefill is timed as the first new token;
+decode tokens/s as (N - 1) / (time for N tokens - time for 1). The ids of lmforge in fp32
+must equal transformers' in fp32. Model-bandwidth utilisation (MBU) = bytes read per
+decode step (the weights each token multiplies by, plus the KV cache) x tokens/s, over
+the machine's read bandwidth measured first. Prints a table, then one JSON line.
+
+Run:  python benchmarks/generate.py [--new-tokens 32] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+
+import torch
+import transformers
+
+from lmforge.infer import Sampling, generate
+from lmforge.infer.quantize import quantize_int8
+from lmforge.models import from_pretrained
+
+PROMPT_LEN = 128
+
+
+def read_bandwidth() -> float:
+    """Bytes/s of summing a 1 GiB fp32 tensor (more than any cache), best of 5."""
+    x = torch.ones(2**28)
+    best = min(timed(x.sum)[0] for _ in range(5))
+    return x.numel() * 4 / best
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def best_of(fn, repeat: int = 2):
+    return min((timed(fn) for _ in range(repeat)), key=lambda r: r[0])
+
+
+def hf_run(model, ids, n):
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return out[:, ids.size(1) :].tolist()
+
+
+def ours_run(model, ids, n):
+    return [g.ids for g in generate(model, ids.tolist(), n, Sampling(temperature=0))]
+
+
+def speeds(run, model, ids, n):
+    prefill_s, _ = best_of(lambda: run(model, ids, 1))
+    total_s, out = best_of(lambda: run(model, ids, n))
+    return prefill_s, (n - 1) * ids.size(0) / (total_s - prefill_s), out
+
+
+def decode_bytes(model, weight_bytes: int, ctx: int) -> int:
+    """Bytes one decode step reads: every matrix a token multiplies by (not the embedding
+    tables, of which it reads one row), and the keys and values of `ctx` positions."""
+    c = model.config
+    matrices = sum(
+        m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
+    ) + sum(m.qweight.numel() for m in model.modules() if hasattr(m, "qweight"))
+    kv = 2 * c.n_layer * ctx * c.kv_heads * c.head_width * 4
+    return matrices * weight_bytes + kv
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    n = args.new_tokens
+    bandwidth = read_bandwidth()
+
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config()).eval()
+    folder = tempfile.mkdtemp()
+    hf.save_pretrained(folder)
+    ours = from_pretrained(folder).eval()
+    ids = torch.randint(0, 50257, (1, PROMPT_LEN))
+    batch = torch.randint(0, 50257, (8, PROMPT_LEN))
+    ctx = PROMPT_LEN + n // 2  # the mean context over the decode steps
+
+    rows = {}
+    with torch.no_grad():
+        rows["transformers fp32"] = (*speeds(hf_run, hf, ids, n), 4, hf)
+        hf_bf16 = copy.deepcopy(hf).to(torch.bfloat16)
+        rows["transformers bf16"] = (*speeds(hf_run, hf_bf16, ids, n), 2, hf)
+        del hf_bf16
+        rows["lmforge fp32"] = (*speeds(ours_run, ours, ids, n), 4, ours)
+        ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
+        rows["lmforge bf16"] = (*speeds(ours_run, ours_bf16, ids, n), 2, ours)
+        del ours_bf16
+        ours_int8 = quantize_int8(copy.deepcopy(ours))
+        rows["lmforge int8"] = (*speeds(ours_run, ours_int8, ids, n), 1, ours)
+        _, hf_batch_tps, _ = speeds(hf_run, hf, batch, n)
+        _, ours_batch_tps, _ = speeds(ours_run, ours, batch, n)
+        _, int8_batch_tps, _ = speeds(ours_run, ours_int8, batch, n)
+
+    ids_match = rows["lmforge fp32"][2] == rows["transformers fp32"][2]
+    hf_prefill, hf_tps = rows["transformers fp32"][0], rows["transformers fp32"][1]
+    hf_best_tps = max(hf_tps, rows["transformers bf16"][1])
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s, {args.threads} threads, prompt "
+          f"{PROMPT_LEN}, {n} new tokens, greedy")  # fmt: skip
+    print(f"{'':20}{'prefill s':>10}{'decode tok/s':>14}{'vs HF fp32':>11}{'MBU':>7}")
+    results = {}
+    for name, (prefill, tps, _, width, model) in rows.items():
+        mbu = decode_bytes(model, width, ctx) * tps / bandwidth
+        print(f"{name:20}{prefill:10.3f}{tps:14.1f}{tps / hf_tps:11.2f}{mbu:7.0%}")
+        results[name] = {"prefill_s": prefill, "decode_tok_s": tps, "mbu": mbu}
+    print(f"batch 8 decode tok/s: transformers fp32 {hf_batch_tps:.1f}, lmforge fp32 "
+          f"{ours_batch_tps:.1f}, lmforge int8 {int8_batch_tps:.1f}")  # fmt: skip
+    best = max(results.values(), key=lambda r: r["decode_tok_s"])
+    summary = {
+        "benchmark": "generate",
+        "model": "gpt2-124m (random init)",
+        "prompt_tokens": PROMPT_LEN,
+        "new_tokens": n,
+        "threads": args.threads,
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+        "ids_match_transformers": ids_match,
+        "decode_speedup_vs_transformers_best": best["decode_tok_s"] / hf_best_tps,
+        "prefill_speedup_fp32": hf_prefill / results["lmforge fp32"]["prefill_s"],
+        "batch8_tok_s": {
+            "transformers_fp32": hf_batch_tps,
+            "lmforge_fp32": ours_batch_tps,
+            "lmforge_int8": int8_batch_tps,
+        },
+        **results,
+    }
+    print(json.dumps(summary))
+    return 0 if ids_match else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
