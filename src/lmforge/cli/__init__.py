@@ -6,10 +6,19 @@ import argparse
 import sys
 
 from lmforge import __version__
-from lmforge.cli import convert, corpus, evaluate, generate, model, pretrain, tokenizer
+from lmforge.cli import (
+    chat,
+    convert,
+    corpus,
+    evaluate,
+    generate,
+    model,
+    pretrain,
+    tokenizer,
+)
 from lmforge.errors import LmforgeError
 
-COMMANDS = (pretrain, generate, evaluate, corpus, tokenizer, model, convert)
+COMMANDS = (pretrain, generate, chat, evaluate, corpus, tokenizer, model, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

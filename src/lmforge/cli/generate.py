@@ -6,12 +6,8 @@ import json
 import sys
 
 
-def register(sub) -> None:
-    p = sub.add_parser("generate", help="continue a prompt with a trained model")
-    p.add_argument(
-        "model", help="run or model directory (config.json, model.safetensors, tokenizer)"
-    )
-    p.add_argument("--prompt", default="\n", help="text to continue")
+def add_sampling_arguments(p) -> None:
+    """The options that choose tokens; `lmforge chat` takes them too."""
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
     p.add_argument("--top-k", type=int, default=50, help="0 keeps the whole vocabulary")
@@ -21,20 +17,14 @@ def register(sub) -> None:
     p.add_argument("--frequency-penalty", type=float, default=0.0)
     p.add_argument("--presence-penalty", type=float, default=0.0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--num-beams", type=int, default=1, help="beam search with N beams")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length^this")
-    p.add_argument("--stream", action="store_true", help="print text as it is generated")
-    p.add_argument("--logprobs", action="store_true", help="print each token's log-probability")
     p.add_argument("--seed", type=int, default=None, help="fix the sampling for reproducibility")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.set_defaults(run=run)
 
 
-def run(args, extra) -> int:
-    from lmforge.device import pick_device
-    from lmforge.infer import Sampling, TextStream, generate, load_model_and_tokenizer
+def sampling_from(args):
+    from lmforge.infer import Sampling
 
-    sampling = Sampling(
+    return Sampling(
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
@@ -43,6 +33,27 @@ def run(args, extra) -> int:
         frequency_penalty=args.frequency_penalty,
         presence_penalty=args.presence_penalty,
     )
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="continue a prompt with a trained model")
+    p.add_argument(
+        "model", help="run or model directory (config.json, model.safetensors, tokenizer)"
+    )
+    p.add_argument("--prompt", default="\n", help="text to continue")
+    add_sampling_arguments(p)
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with N beams")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length^this")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    p.add_argument("--logprobs", action="store_true", help="print each token's log-probability")
+    p.set_defaults(run=run)
+
+
+def run(args, extra) -> int:
+    from lmforge.device import pick_device
+    from lmforge.infer import TextStream, generate, load_model_and_tokenizer
+
+    sampling = sampling_from(args)
     model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
     stream = TextStream(tokenizer, args.stop)
     print(args.prompt, end="", flush=True)
