@@ -123,3 +123,36 @@ def test_bad_input_is_refused():
         generate(model, [[1]], 5, num_beams=0)
     with pytest.raises(LmforgeError, match="top_p"):
         generate(model, [[1]], 5, Sampling(top_p=0))
+
+
+def test_encoder_decoder_equals_transformers(tmp_path):
+    """BART: sources of different lengths (padded on the right, as HF pads them), greedy
+    with a repetition penalty, and beam search."""
+    torch.manual_seed(0)
+    hf = HF_MODELS["bart"]().eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    hf.save_pretrained(tmp_path)
+    ours = from_pretrained(tmp_path).eval()
+    sources = [[5, 17, 3, 99, 250, 2], [7, 1, 42, 2]]
+    ids = torch.ones(2, 6, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, source in enumerate(sources):
+        ids[row, : len(source)] = torch.tensor(source)
+        mask[row, : len(source)] = 1
+
+    def reference(eos, **kwargs):
+        out = hf.generate(
+            ids, attention_mask=mask, max_new_tokens=10, do_sample=False, eos_token_id=eos,
+            forced_eos_token_id=None, pad_token_id=1, decoder_start_token_id=2, **kwargs,
+        )  # fmt: skip
+        return [strip(row[1:].tolist(), eos) for row in out]
+
+    greedy = Sampling(temperature=0, repetition_penalty=2.0)
+    got = generate(ours, sources, 10, greedy, stop_ids=[999], decoder_start_id=2)
+    expected = reference(999, repetition_penalty=2.0)
+    assert [g.ids for g in got] == expected
+    eos = expected[0][2]
+    got = generate(ours, sources, 10, stop_ids=[eos], decoder_start_id=2, num_beams=3)
+    assert [g.ids for g in got] == reference(eos, num_beams=3)

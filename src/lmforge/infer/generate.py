@@ -132,9 +132,9 @@ class _Decoder:
         full = bool(mask.all())
         if self.encoder_decoder:
             encoder_hidden, source_mask = self.source
-            logits = self.model(
-                input_ids=None,
-                attention_mask=source_mask,
+            body = self.model.body(
+                None,
+                source_mask,
                 decoder_input_ids=ids,
                 decoder_attention_mask=None if full else mask,
                 encoder_hidden=encoder_hidden,
@@ -142,8 +142,11 @@ class _Decoder:
             )
         else:
             padded = {} if full else {"attention_mask": mask, "positions": positions}
-            logits = self.model(ids, cache=self.cache, **padded)
-        return logits[:, -1].float()
+            body = self.model.body(ids, cache=self.cache, **padded)
+        # Only the last position's logits are needed: the head (vocabulary x width, the
+        # largest matrix) runs once, not once per prompt token.
+        body.hidden = body.hidden[:, -1:]
+        return self.model.head(body)[:, -1].float()
 
 
 def _check(model, prompts, max_new_tokens, num_beams):
