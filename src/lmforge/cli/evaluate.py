@@ -28,6 +28,9 @@ def register(sub) -> None:
     )
     add_reading_options(p)
     p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument(
+        "--int8", action="store_true", help="quantize the weights to int8 first (its cost)"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(run=run)
 
@@ -45,6 +48,10 @@ def run(args, extra) -> int:
 
     device = pick_device(args.device)
     model, tokenizer = load_model_and_tokenizer(args.model, device)
+    if args.int8:
+        from lmforge.infer.quantize import quantize_int8
+
+        quantize_int8(model)
     if args.corpus is None:
         if not (Path(args.model) / "data" / "valid.json").is_file():
             raise LmforgeError(f"{args.model} has no held-out split (data/valid); pass --corpus")
