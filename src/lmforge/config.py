@@ -225,6 +225,11 @@ class TrainConfig(Section):
     )
     compile: bool = Field(False, description="wrap the model in torch.compile")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train")
+    parallel: Literal["none", "ddp", "fsdp", "tp"] = Field(
+        "none",
+        description="under torchrun: ddp (data parallel), fsdp (sharded), tp (tensor parallel); "
+        "none uses ddp there; batch_size is per process for ddp and fsdp",
+    )
     seed: int = Field(1337, description="seed for weights, data order and dropout")
 
 

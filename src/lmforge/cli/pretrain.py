@@ -1,4 +1,7 @@
-"""`lmforge pretrain PRESET [--resume] [--section.key=value ...]`"""
+"""`lmforge pretrain PRESET [--resume] [--section.key=value ...]`
+
+Also under torchrun (`torchrun --nproc_per_node=N -m lmforge pretrain ...`, or the `lmforge`
+script): every process runs this, rank 0 prints (see docs/distributed.md)."""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def register(sub) -> None:
 
 
 def run(args, extra: list[str]) -> int:
+    from lmforge.train import distributed
     from lmforge.train.pretrain import pretrain, resume_config
     from lmforge.train.trainer import TrainingInterrupted
 
@@ -43,12 +47,18 @@ def run(args, extra: list[str]) -> int:
         result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
     except TrainingInterrupted as e:
         where = shlex.join([f"--run.out_dir={cfg.run.out_dir}", f"--run.name={cfg.run.name}"])
-        print(
-            f"lmforge: {e} in {cfg.run_dir}; continue with: "
-            f"lmforge pretrain {shlex.quote(args.preset)} {where} --resume",
-            file=sys.stderr,
-        )
+        if distributed.is_main():
+            launcher = "torchrun ... -m lmforge" if distributed.world_size() > 1 else "lmforge"
+            print(
+                f"lmforge: {e} in {cfg.run_dir}; continue with: "
+                f"{launcher} pretrain {shlex.quote(args.preset)} {where} --resume",
+                file=sys.stderr,
+            )
         return 130
+    finally:
+        distributed.teardown()
+    if not distributed.is_main():
+        return 0
     print(f"\n--- sample ({cfg.run_dir}/samples.txt) ---\n{result['sample']}\n---")
     print(
         f"held-out loss {result['valid_loss_nats_per_token']:.4f} nats/token, "

@@ -57,10 +57,19 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
     elif cfg.optimizer in {"sgd", "rmsprop"}:
         options["momentum"] = cfg.momentum
     groups = param_groups(model, cfg.weight_decay)
+    if _mixes_dtensors(model):  # tensor parallel: one fused or foreach kernel cannot take both
+        return kind(groups, foreach=False, **options)
     try:  # one fused kernel for all parameters, where torch has it for this device
         return kind(groups, fused=True, **options)
     except (RuntimeError, TypeError, ValueError):
         return kind(groups, foreach=device.type != "mps", **options)
+
+
+def _mixes_dtensors(model: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    kinds = {isinstance(p, DTensor) for p in model.parameters()}
+    return len(kinds) == 2
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -7,6 +7,9 @@ Everything lands in one run directory (`runs/<name>/`):
   model.safetensors   weights;  train_state.pt  optimizer, RNG and step, for --resume
   metrics.jsonl       one JSON object per log/eval event;  loss.png  the curves
   results.json        final held-out loss and bits per byte;  samples.txt  generated text
+
+Under torchrun every rank runs this function: rank 0 builds the run directory, all ranks train
+(train/distributed.py), rank 0 evaluates, samples and writes the results; all return them.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ import torch
 
 from lmforge.config import Config, DataConfig, ModelConfig, build_config
 from lmforge.data import WindowSampler, encode_documents, eval_windows, open_split, write_split
-from lmforge.device import pick_device, resolve_precision
+from lmforge.device import resolve_precision
 from lmforge.errors import LmforgeError
 from lmforge.fileio import write_json, write_text
 from lmforge.infer import Sampling, generate
 from lmforge.models import Transformer
+from lmforge.models.io import load_weights
 from lmforge.text import load_corpus
 from lmforge.tokenizers import Tokenizer
+from lmforge.train import distributed
 from lmforge.train.checkpoint import STATE_FILE, has_checkpoint
 from lmforge.train.metrics import MetricsLog, plot_losses
 from lmforge.train.trainer import TrainingInterrupted, evaluate, train
@@ -153,9 +158,12 @@ def pretrain(
             f"model.head={cfg.model.head} would see the tokens they predict: use decoder and lm"
         )
     started = time.perf_counter()
-    device = pick_device(cfg.train.device)
+    device = distributed.setup(cfg.train.device)
+    if not distributed.is_main():  # rank 0 speaks for all
+        log, progress = (lambda message: None), False
+    mode = distributed.resolve_mode(cfg.train.parallel, log)
     precision = resolve_precision(cfg.train.precision, device)
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights and dropout stream on every rank
     run_dir = cfg.run_dir
     if resume:
         if not has_checkpoint(run_dir):
@@ -167,24 +175,29 @@ def pretrain(
         tokenizer = Tokenizer.load(run_dir)
         cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
     else:
-        cfg, tokenizer = _build_run(cfg, log, progress)
+        cfg, tokenizer = distributed.run_on_main(lambda: _build_run(cfg, log, progress))
 
     train_tokens, _ = open_split(run_dir / "data", "train")
     valid_tokens, _ = open_split(run_dir / "data", "valid")
     token_bytes = torch.tensor(tokenizer.token_bytes())
     model = Transformer(cfg.model).to(device)
-    t = cfg.train
-    tokens_per_step = t.batch_size * t.grad_accum_steps * cfg.model.block_size
+    t = cfg.train.model_copy(update={"parallel": mode})
+    data_ranks = distributed.data_parallel_size(mode)
+    tokens_per_step = t.batch_size * t.grad_accum_steps * cfg.model.block_size * data_ranks
+    ranks = f"; {distributed.world_size()} processes, {mode}" if mode != "none" else ""
     log(
         f"model: {model.num_parameters():,} parameters, "
         f"{model.flops_per_token() / 1e6:.1f} MFLOPs/token (train); device {device}, {precision}; "
-        f"{t.max_steps} steps x {tokens_per_step:,} tokens"
+        f"{t.max_steps} steps x {tokens_per_step:,} tokens{ranks}"
     )
 
-    sampler = WindowSampler(train_tokens, cfg.model.block_size, t.batch_size, t.seed)
+    # Each rank keeps its slice of the global batch one process would draw (TP: all of it).
+    sampler = WindowSampler(train_tokens, cfg.model.block_size, t.batch_size * data_ranks, t.seed)
+    if data_ranks > 1:
+        sampler = distributed.RankSlice(sampler, distributed.rank(), data_ranks)
     try:
         result = train(
-            model,
+            distributed.wrap(model, mode, device),
             t,
             sampler,
             valid_tokens,
@@ -196,15 +209,31 @@ def pretrain(
             progress,
         )
     except TrainingInterrupted:
-        if resume:
+        if resume and distributed.is_main():
             write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
         raise
+
+    def finish() -> dict:
+        whole = model
+        if mode in ("fsdp", "tp"):  # FSDP and TP hold pieces: take the checkpoint just written
+            whole = Transformer(cfg.model).to(device)
+            load_weights(whole, run_dir)
+        return _finish(
+            cfg, whole, tokenizer, valid_tokens, result, resume, device, precision, started
+        )
+
+    return distributed.run_on_main(finish)  # rank 0 evaluates and writes; all return the figures
+
+
+def _finish(cfg, model, tokenizer, valid_tokens, result, resume, device, precision, started):
+    """Final held-out evaluation, sample, results.json, samples.txt and loss.png."""
+    run_dir, t = cfg.run_dir, cfg.train
     if resume:  # record the settings the run continued with, now that its state has loaded
         write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
     final = evaluate(
         model,
         eval_windows(valid_tokens, cfg.model.block_size, t.batch_size),
-        token_bytes,
+        torch.tensor(tokenizer.token_bytes()),
         device,
         precision,
     )

@@ -1,5 +1,8 @@
 """The training loop: causal LM cross-entropy, AdamW, warmup+cosine, clipping, accumulation,
-periodic evaluation, checkpoints, a time budget, and a clean stop on Ctrl-C."""
+periodic evaluation, checkpoints, a time budget, and a clean stop on Ctrl-C.
+
+Under torchrun the same loop runs on every rank with a model from `distributed.wrap`; the ranks
+agree on the logged loss and on when to stop, and only rank 0 writes (train/distributed.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from lmforge.config import TrainConfig
 from lmforge.data import WindowSampler
 from lmforge.device import autocast
 from lmforge.errors import LmforgeError
+from lmforge.train import distributed
 from lmforge.train.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.train.losses import causal_lm_loss
 from lmforge.train.metrics import MetricsLog
@@ -113,20 +117,38 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train `model` in place up to cfg.max_steps, checkpointing into `run_dir`."""
+    """Train `model` in place up to cfg.max_steps, checkpointing into `run_dir`.
+
+    Under torchrun, `model` is already wrapped for `cfg.parallel` and `sampler` yields this
+    rank's share of each batch; every rank calls this."""
     run_dir = Path(run_dir)
+    main = distributed.is_main()
     optimizer = build_optimizer(model, cfg, device)
     state = load_checkpoint(run_dir, model, optimizer) if resume else {}
     start = state.get("step", 0)
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start if resume else None)
+    log = (
+        MetricsLog(run_dir / "metrics.jsonl", resume_step=start if resume else None)
+        if main
+        else None
+    )
     forward = torch.compile(model) if cfg.compile else model
     eval_sampler = WindowSampler(valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1)
-    tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * sampler.block_size
+    tokens_per_step = (
+        cfg.batch_size
+        * cfg.grad_accum_steps
+        * sampler.block_size
+        * distributed.data_parallel_size(cfg.parallel)
+    )
+
+    def write(**record) -> None:
+        if log is not None:
+            log.write(**record)
 
     def run_eval(step: int) -> dict:
+        # Every rank evaluates (FSDP and TP forwards need them all); rank 0 logs.
         batches = (eval_sampler.batch(i) for i in range(cfg.eval_batches))
         result = evaluate(forward, batches, token_bytes, device, precision)
-        log.write(event="eval", step=step, loss=result["loss"], bpb=result["bpb"])
+        write(event="eval", step=step, loss=result["loss"], bpb=result["bpb"])
         return result
 
     def checkpoint(step: int) -> None:
@@ -142,7 +164,7 @@ def train(
     bar = tqdm(
         total=cfg.max_steps,
         initial=start,
-        disable=not progress,
+        disable=not (progress and main),
         unit="step",
         dynamic_ncols=True,
         mininterval=1.0 if sys.stderr.isatty() else 30.0,
@@ -156,6 +178,8 @@ def train(
             # Under a time budget the schedule follows whichever runs out first, steps or
             # minutes, so the learning rate has decayed by the time the budget stops the run.
             time_step = int((t0 - started) / budget * cfg.max_steps)
+            if cfg.max_minutes:  # every rank follows the same clock: the one furthest along
+                time_step = int(distributed.max_over_ranks(time_step)[0])
             lr = lr_at(max(step, time_step), cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -163,19 +187,21 @@ def train(
             for micro in range(cfg.grad_accum_steps):
                 x, y = sampler.batch(step, micro)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with autocast(device, precision):
-                    logits = forward(x)
-                loss = causal_lm_loss(logits, y)
-                (loss / cfg.grad_accum_steps).backward()
+                with distributed.gradient_sync(model, micro == cfg.grad_accum_steps - 1):
+                    with autocast(device, precision):
+                        logits = forward(x)
+                    loss = causal_lm_loss(logits, y)
+                    (loss / cfg.grad_accum_steps).backward()
                 loss_sum += loss.item()
-            loss_value = loss_sum / cfg.grad_accum_steps
+            # the mean over the global batch, the same figure on every rank
+            loss_value = distributed.mean_over_ranks(loss_sum / cfg.grad_accum_steps)
             if not math.isfinite(loss_value):  # stop before the update spoils the weights
                 raise LmforgeError(
                     f"training loss became {loss_value} at step {step + 1}; lower "
                     "--train.learning_rate and resume from the last checkpoint with --resume"
                 )
             if cfg.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+                grad_norm = distributed.clip_grad_norm(model, cfg.grad_clip)
             else:
                 grad_norm = float("nan")
             optimizer.step()
@@ -183,7 +209,7 @@ def train(
             step += 1
             dt = time.perf_counter() - t0
             if step % cfg.log_interval == 0 or step == cfg.max_steps:
-                log.write(
+                write(
                     event="train",
                     step=step,
                     loss=loss_value,
@@ -195,17 +221,25 @@ def train(
                 loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}", refresh=False
             )
             bar.update(1)
+            # Ranks stop together: a Ctrl-C or the clock seen by one of them stops them all.
             out_of_time = time.perf_counter() - started > budget
+            stop_requested, out_of_time = map(
+                bool, distributed.max_over_ranks(stop.requested, out_of_time)
+            )
             if step % cfg.eval_interval == 0 and step < cfg.max_steps and not out_of_time:
                 result = run_eval(step)
-                bar.write(f"step {step}: valid loss {result['loss']:.4f}, bpb {result['bpb']:.4f}")
+                if main:
+                    bar.write(
+                        f"step {step}: valid loss {result['loss']:.4f}, bpb {result['bpb']:.4f}"
+                    )
                 checkpoint(step)
-            if stop.requested:
+            if stop_requested:
                 checkpoint(step)
                 bar.close()
                 raise TrainingInterrupted(step)
             if out_of_time:
-                bar.write(f"time budget of {cfg.max_minutes} min reached at step {step}")
+                if main:
+                    bar.write(f"time budget of {cfg.max_minutes} min reached at step {step}")
                 stopped_by_budget = True
                 break
     bar.close()

@@ -1,0 +1,345 @@
+"""Parallel training on a built single-device model: data parallel (DDP), fully sharded (FSDP2)
+and tensor parallel (TP), under `torchrun`.
+
+    torchrun --nproc_per_node=2 -m lmforge pretrain PRESET --train.parallel=fsdp
+
+- ddp:  every rank holds the whole model and trains on its slice of the global batch; the
+        gradients are averaged (all-reduce) before each optimizer step.
+- fsdp: like ddp, but parameters, gradients and optimizer state are sharded across ranks
+        (`fully_shard` per block, then the root); a block's weights are gathered for its
+        forward and backward only.
+- tp:   every rank sees the same batch; attention and MLP matrices are split across ranks
+        (Megatron style): q, k, v, up (and gate) by output columns, attention out and MLP down
+        by input rows, so each rank computes its own heads and hidden units and one
+        all-reduce per sub-layer sums the partial outputs. Embeddings, norms and the head are
+        replicated.
+
+The model code stays single-device: `wrap` changes a built `Transformer` in place (FSDP, TP) or
+wraps it (DDP). The one thing TP must tell the model is that an attention module now holds
+n_head / world of the heads (`MultiHeadAttention.n_head`, `n_kv_head`), which its reshapes use.
+
+The global batch of ddp and fsdp is batch_size x grad_accum_steps x world: each rank takes a
+fixed, disjoint slice of the batch a single process would draw with batch_size x world
+(`RankSlice`), so a run on N processes sees the same sequences as one process with the same
+global batch. Only rank 0 logs and writes; checkpoints hold full (unsharded) tensors in the
+single-process format, so a checkpoint moves freely between modes and world sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lmforge.device import pick_device
+from lmforge.errors import LmforgeError
+from lmforge.nn.attention import MultiHeadAttention
+from lmforge.nn.block import Block
+from lmforge.nn.mlp import MLP
+
+T = TypeVar("T")
+MODES = ("none", "ddp", "fsdp", "tp")
+
+
+def world_size() -> int:
+    if dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    """Rank 0: the one process that logs and writes files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def setup(device_name: str = "auto") -> torch.device:
+    """This process's device; under torchrun (WORLD_SIZE > 1) also join the process group,
+    with gloo on CPU and nccl on CUDA (one GPU per process, chosen by LOCAL_RANK)."""
+    device = pick_device(device_name)
+    if world_size() == 1:
+        return device
+    if device.type == "mps":
+        raise LmforgeError("torchrun training needs cpu or cuda; set --train.device=cpu")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def resolve_mode(parallel: str, log: Callable[[str], None] = print) -> str:
+    """The mode a run uses: `parallel`, except that one process trains plainly and several
+    processes with parallel=none use ddp (the mode that needs no other setting)."""
+    world = world_size()
+    if world == 1:
+        return "none"
+    if parallel == "none":
+        log(f"{world} processes and train.parallel=none: using ddp (set --train.parallel)")
+        return "ddp"
+    return parallel
+
+
+def data_parallel_size(mode: str) -> int:
+    """How many ranks split each global batch (TP ranks all see the same batch)."""
+    return world_size() if mode in ("ddp", "fsdp") else 1
+
+
+def run_on_main(fn: Callable[[], T]) -> T:
+    """fn() on rank 0 while the others wait; every rank gets its result, or its error."""
+    if world_size() == 1:
+        return fn()
+    outcome: list = [None, None]
+    if is_main():
+        try:
+            outcome[0] = fn()
+        except BaseException as e:  # the others must not wait forever
+            outcome[1] = e
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[1] is not None:
+        if is_main():
+            raise outcome[1]
+        raise LmforgeError(f"rank 0 failed: {outcome[1]}")
+    return outcome[0]
+
+
+def max_over_ranks(*values: float) -> list[float]:
+    """Each value's maximum over the ranks, so that they all act on the same figure: a Ctrl-C
+    or a clock seen by one rank, the step the time budget's schedule has reached."""
+    if world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def mean_over_ranks(value: float) -> float:
+    if world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    return t.item() / world_size()
+
+
+def _collective_device() -> torch.device:
+    return (
+        torch.device("cuda", torch.cuda.current_device()) if _uses_nccl() else torch.device("cpu")
+    )
+
+
+def _uses_nccl() -> bool:
+    return dist.is_initialized() and dist.get_backend() == "nccl"
+
+
+# ---------------------------------------------------------------- data
+
+
+class RankSlice:
+    """This rank's rows of each step's global batch: `sampler` draws the global batch
+    (batch_size x world rows, seeded by the step) and rank r keeps rows r*b .. (r+1)*b - 1."""
+
+    def __init__(self, sampler, rank: int, world: int):
+        if sampler.batch_size % world:
+            raise LmforgeError(
+                f"a global batch of {sampler.batch_size} does not split {world} ways"
+            )
+        self.sampler, self.rank, self.world = sampler, rank, world
+        self.block_size = sampler.block_size
+        self.batch_size = sampler.batch_size // world
+
+    def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.sampler.batch(step, micro)
+        rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return x[rows], y[rows]
+
+
+# ---------------------------------------------------------------- wrapping
+
+
+def check_tensor_parallel(model: nn.Module, world: int) -> None:
+    """Heads and MLP units must split evenly across the ranks."""
+    for m in model.modules():
+        if isinstance(m, MultiHeadAttention) and (m.n_head % world or m.n_kv_head % world):
+            raise LmforgeError(
+                f"tensor parallel splits attention heads across {world} processes, but "
+                f"n_head={m.n_head}, n_kv_head={m.n_kv_head}; set --model.n_head (and "
+                f"n_kv_head) to a multiple of {world}, or use --train.parallel=fsdp"
+            )
+        if isinstance(m, MLP) and m.up.out_features % world:
+            raise LmforgeError(
+                f"tensor parallel splits the MLP's {m.up.out_features} hidden units across "
+                f"{world} processes; set --model.mlp_hidden to a multiple of {world}"
+            )
+
+
+def wrap(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """Apply `mode` to a built model (on `device`); returns the module to train."""
+    if mode == "none":
+        return model
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    from torch.distributed.device_mesh import init_device_mesh
+
+    world = world_size()
+    mesh = init_device_mesh(device.type, (world,))
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        # One unit per block: its weights are gathered just for its own forward and backward.
+        for m in model.modules():
+            if isinstance(m, Block):
+                fully_shard(m, mesh=mesh)
+        fully_shard(model, mesh=mesh)  # embeddings, final norm, head
+        return model
+    if mode == "tp":
+        from torch.distributed.tensor.parallel import (
+            ColwiseParallel,
+            RowwiseParallel,
+            parallelize_module,
+        )
+
+        check_tensor_parallel(model, world)
+        for m in list(model.modules()):
+            if isinstance(m, MultiHeadAttention):
+                plan = {"q": ColwiseParallel(), "k": ColwiseParallel(), "v": ColwiseParallel()}
+                parallelize_module(m, mesh, {**plan, "out": RowwiseParallel()})
+                m.n_head //= world  # the heads this rank holds
+                m.n_kv_head //= world
+            elif isinstance(m, MLP):
+                plan = {"up": ColwiseParallel(), "down": RowwiseParallel()}
+                if m.gate is not None:
+                    plan["gate"] = ColwiseParallel()
+                parallelize_module(m, mesh, plan)
+        return model
+    raise LmforgeError(f"unknown train.parallel={mode!r}; choose one of {', '.join(MODES)}")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (FSDP and TP change the model in place)."""
+    return getattr(model, "module", model)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """FSDP or TP: some parameters are DTensors, pieces of a tensor spread over the ranks."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Skip the gradient reduction on the micro-batches before the last one of a step."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    if enabled:
+        yield
+    elif isinstance(model, DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+    """torch's clip_grad_norm_, also for TP, where sharded (DTensor) and replicated (plain)
+    gradients cannot go through one foreach kernel; returns the global norm before clipping."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for p in model.parameters() if p.grad is not None]
+    sharded = [p for p in params if isinstance(p.grad, DTensor)]
+    if len(sharded) in (0, len(params)):
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return (norm.full_tensor() if isinstance(norm, DTensor) else norm).item()
+    plain = [p for p in params if not isinstance(p.grad, DTensor)]
+    sharded_norm = torch.nn.utils.get_total_norm([p.grad for p in sharded]).full_tensor()
+    plain_norm = torch.nn.utils.get_total_norm([p.grad for p in plain])
+    total = torch.linalg.vector_norm(torch.stack([sharded_norm, plain_norm.to(sharded_norm)]))
+    scale = min(1.0, max_norm / (total.item() + 1e-6))
+    if scale < 1.0:
+        for group in (sharded, plain):
+            torch._foreach_mul_([p.grad for p in group], scale)
+    return total.item()
+
+
+# ---------------------------------------------------------------- full state for checkpoints
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded weights and optimizer state (collective under FSDP and TP, complete on rank 0),
+    the optimizer's in the single-process layout of `optimizer.state_dict()`."""
+    if not is_sharded(model):
+        return unwrap(model).state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    by_name = get_optimizer_state_dict(model, optimizer, options=options)
+    if not by_name:  # ranks other than 0 get nothing
+        return weights, {}
+    names = [name for group in by_name["param_groups"] for name in group["params"]]
+    index = {name: i for i, name in enumerate(names)}
+    return weights, {
+        "state": {index[name]: s for name, s in by_name["state"].items()},
+        "param_groups": [
+            {**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]
+        ],
+    }
+
+
+def load_full_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict, optimizer_state: dict
+) -> None:
+    """Shard full weights (every name of tied tensors present) and a single-process optimizer
+    state onto a FSDP or TP model, as each rank's piece."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, weights, options=options)
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    names = [name_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name = {
+        "state": {names[i]: s for i, s in optimizer_state["state"].items()},
+        "param_groups": [
+            {**g, "params": [names[i] for i in g["params"]]}
+            for g in optimizer_state["param_groups"]
+        ],
+    }
+    set_optimizer_state_dict(model, optimizer, by_name, options=options)
