@@ -10,6 +10,7 @@ from lmforge.cli import (
     chat,
     convert,
     corpus,
+    embeddings,
     evaluate,
     generate,
     model,
@@ -18,7 +19,7 @@ from lmforge.cli import (
 )
 from lmforge.errors import LmforgeError
 
-COMMANDS = (pretrain, generate, chat, evaluate, corpus, tokenizer, model, convert)
+COMMANDS = (pretrain, generate, chat, evaluate, corpus, tokenizer, model, convert, embeddings)
 
 
 def build_parser() -> argparse.ArgumentParser:
