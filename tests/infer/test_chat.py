@@ -76,3 +76,19 @@ def test_chat_command_holds_a_conversation(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("model> ") == 2 and "(conversation reset)" in out
+
+
+def test_bench_generate_times_each_precision(tmp_path, capsys):
+    tok = Tokenizer.train(["to be or not to be"], "char")
+    torch.manual_seed(0)
+    model = Transformer(
+        ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
+    )
+    save_model_dir(model, tmp_path)
+    tok.save(tmp_path)
+    args = ["bench-generate", str(tmp_path), "--prompt-tokens", "8", "--new-tokens", "4"]
+    assert main([*args, "--precision", "fp32", "--precision", "int8"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["precision"] for r in report["results"]] == ["fp32", "int8"]
+    assert all(r["decode_tok_s"] > 0 and r["prefill_s"] > 0 for r in report["results"])
+    assert main(["bench-generate", str(tmp_path), "--new-tokens", "40"]) == 2  # > context

@@ -7,6 +7,7 @@ import sys
 
 from lmforge import __version__
 from lmforge.cli import (
+    bench_generate,
     chat,
     convert,
     corpus,
@@ -19,7 +20,18 @@ from lmforge.cli import (
 )
 from lmforge.errors import LmforgeError
 
-COMMANDS = (pretrain, generate, chat, evaluate, corpus, tokenizer, model, convert, embeddings)
+COMMANDS = (
+    pretrain,
+    generate,
+    chat,
+    bench_generate,
+    evaluate,
+    corpus,
+    tokenizer,
+    model,
+    convert,
+    embeddings,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
