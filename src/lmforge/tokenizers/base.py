@@ -486,3 +486,26 @@ class Tokenizer(ABC):
         path = Path(directory) / TOKENIZER_FILE
         write_json(path, self.to_spec())
         return path
+
+
+class TableVocab:
+    """Vocabulary look-ups for a tokenizer that keeps `vocab` (token -> id), `inverse`
+    (id -> token) and `specials` (BPE and WordPiece)."""
+
+    vocab: dict[str, int]
+    inverse: dict[int, str]
+    specials: list[str]
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.get(token)
+
+    def id_to_token(self, id: int) -> str | None:
+        return self.inverse.get(id)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return list(self.specials)

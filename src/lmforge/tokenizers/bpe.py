@@ -24,7 +24,7 @@ from itertools import chain
 import regex
 
 from lmforge.errors import LmforgeError
-from lmforge.tokenizers.base import Offset, Tokenizer
+from lmforge.tokenizers.base import Offset, TableVocab, Tokenizer
 
 # GPT-2's pre-tokenizer, and the cl100k (GPT-4) one, which caps digit runs at 3 and keeps
 # a leading non-letter with a word. Both are written without possessive quantifiers so the
@@ -144,7 +144,7 @@ def _train_merges(
     return merges, words
 
 
-class BPETokenizer(Tokenizer):
+class BPETokenizer(TableVocab, Tokenizer):
     algorithm = "bpe"
 
     def __init__(
@@ -317,20 +317,6 @@ class BPETokenizer(Tokenizer):
             0 if i in self._special_ids else len(self.token_bytes_of(i))
             for i in range(self.vocab_size)
         ]
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.vocab.get(token)
-
-    def id_to_token(self, id: int) -> str | None:
-        return self.inverse.get(id)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def special_tokens(self) -> list[str]:
-        return list(self.specials)
 
     # -- formats
 

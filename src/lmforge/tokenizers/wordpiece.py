@@ -37,7 +37,7 @@ from pathlib import Path
 import regex
 
 from lmforge.errors import LmforgeError
-from lmforge.tokenizers.base import Offset, Template, Tokenizer
+from lmforge.tokenizers.base import Offset, TableVocab, Template, Tokenizer
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 UNK = "[UNK]"
@@ -365,7 +365,7 @@ def _train_pieces(
     return merged
 
 
-class WordPieceTokenizer(Tokenizer):
+class WordPieceTokenizer(TableVocab, Tokenizer):
     algorithm = "wordpiece"
     default_specials = tuple(BERT_SPECIALS)
 
@@ -624,17 +624,3 @@ class WordPieceTokenizer(Tokenizer):
             if size and self.inverse.get(i, "").startswith(self.prefix):
                 sizes[i] = size - len(self.prefix.encode("utf-8"))
         return sizes
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.vocab.get(token)
-
-    def id_to_token(self, id: int) -> str | None:
-        return self.inverse.get(id)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def special_tokens(self) -> list[str]:
-        return list(self.specials)
