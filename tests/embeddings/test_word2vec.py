@@ -5,7 +5,8 @@ from gensim.models import Word2Vec
 
 from lmforge.embeddings import KeyedVectors, Word2VecSettings, train_word2vec
 from lmforge.embeddings import word2vec as w2v
-from lmforge.embeddings.vocab import Vocabulary, sample_noise
+from lmforge.embeddings.fasttext import FastTextSettings, _SubwordInputs, _Subwords
+from lmforge.embeddings.vocab import Vocabulary
 from lmforge.errors import LmforgeError
 
 from .conftest import ANIMALS, TOOLS
@@ -17,10 +18,8 @@ def _reference_step(job, trainer, inputs, output, sg):
     (pairs * k / K) log s(-u . n) (skip-gram), or its CBOW form with u the mean context,
     where, as in word2vec.c, each context word receives the whole gradient of the mean."""
     s = trainer.s
-    B, w, K = trainer.block, s.window, trainer.noise_per_block
-    rng = np.random.default_rng(job.seed)  # the step draws in this order
-    reach = rng.integers(1, w + 1, size=(len(job.ids), B, 1))
-    noise = sample_noise(trainer.noise_cdf, (len(job.ids), K), rng)
+    B, w, K = trainer.block, s.window, trainer.noise
+    reach, noise = job.reach, job.noise
     I = inputs.clone().requires_grad_()
     O = output.clone().requires_grad_()
     objective = 0
@@ -30,7 +29,7 @@ def _reference_step(job, trainer, inputs, output, sg):
             window = [
                 c + o
                 for o in range(-w, w + 1)
-                if o and abs(o) <= reach[b, i, 0] and sentence[c + o] == sentence[c]
+                if o and abs(o) <= reach[b, i] and sentence[c + o] == sentence[c]
             ]
             if not window:
                 continue
@@ -56,19 +55,43 @@ def test_one_vectorised_step_is_the_gradient_step_of_the_objective(sg):
     vocab_size, dim = 40, 8
     inputs, output = torch.randn(vocab_size, dim) * 0.3, torch.randn(vocab_size, dim) * 0.3
     s = Word2VecSettings(dim=dim, window=2, negative=3, sg=sg)
-    cdf = np.cumsum(np.full(vocab_size, 1 / vocab_size))
-    trainer = w2v._Trainer(s, w2v.InputRows(inputs.clone()), output.clone(), cdf)
+    trainer = w2v._Trainer(s, w2v.InputRows(inputs.clone()), output.clone())
     rng = np.random.default_rng(1)
     shape = (3, trainer.block + 2 * s.window)
     ids = rng.integers(0, vocab_size, size=shape)
     sentence = np.sort(rng.integers(0, 3, size=shape), axis=1)
     sentence[0, :2] = -1  # padding before the stream's start
-    job = w2v._Job(ids, sentence, alpha=0.1, progress=0.0, seed=(7,))
+    reach = rng.integers(1, s.window + 1, size=(shape[0], trainer.block))
+    noise = rng.integers(0, vocab_size, size=(shape[0], trainer.noise))
+    job = w2v._Job(ids, sentence, reach, noise, alpha=0.1, progress=0.0)
     with torch.no_grad():
         trainer.step(job)
     want_inputs, want_output = _reference_step(job, trainer, inputs, output, sg)
     torch.testing.assert_close(trainer.inputs.matrix, want_inputs, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(trainer.output, want_output, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sg", [True, False])
+def test_fasttext_without_ngrams_takes_word2vecs_step(sg):
+    """The subword input side (FastText's) with no n-grams is Word2Vec's: the same step."""
+    torch.manual_seed(0)
+    vocab_size, dim = 40, 8
+    inputs, output = torch.randn(vocab_size, dim) * 0.3, torch.randn(vocab_size, dim) * 0.3
+    s = FastTextSettings(dim=dim, window=2, negative=3, sg=sg, workers=1, min_n=3, max_n=2)
+    subwords = _Subwords([f"w{i}" for i in range(vocab_size)], s)
+    plain = w2v._Trainer(s, w2v.InputRows(inputs.clone()), output.clone())
+    sub = w2v._Trainer(s, _SubwordInputs(inputs.clone(), subwords, s.workers), output.clone())
+    rng = np.random.default_rng(2)
+    shape = (2, plain.block + 2 * s.window)
+    sentence = np.sort(rng.integers(0, 3, size=shape), axis=1)
+    reach = rng.integers(1, s.window + 1, size=(shape[0], plain.block))
+    noise = rng.integers(0, vocab_size, size=(shape[0], plain.noise))
+    job = w2v._Job(rng.integers(0, vocab_size, size=shape), sentence, reach, noise, 0.1, 0.0)
+    with torch.no_grad():
+        plain.step(job)
+        sub.step(job)
+    torch.testing.assert_close(sub.inputs.matrix, plain.inputs.matrix, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(sub.output, plain.output, atol=1e-6, rtol=1e-5)
 
 
 def test_batches_shrink_so_the_most_frequent_word_recurs_a_bounded_number_of_times():
@@ -82,6 +105,10 @@ def test_batches_shrink_so_the_most_frequent_word_recurs_a_bounded_number_of_tim
         in_flight = top_share * workers  # occurrences per centre, all workers' batches
         assert batch % w2v.BLOCK_SG == 0 and batch > w2v.BLOCK_SG
         assert batch * in_flight <= w2v.MAX_REPEATS < (batch + w2v.BLOCK_SG) * in_flight
+    # CBOW, with the last settings above (sample 1e-3, 3 workers), allows more repeats
+    batch = w2v.batch_size(vocab, Word2VecSettings(sg=False, batch_words=100_000, workers=3))
+    assert batch % w2v.BLOCK_CBOW == 0
+    assert batch * in_flight <= w2v.MAX_REPEATS_CBOW < (batch + w2v.BLOCK_CBOW) * in_flight
     flat = Vocabulary([f"w{i}" for i in range(1000)], [50] * 1000)
     assert w2v.batch_size(flat, Word2VecSettings(batch_words=40)) == 32  # the user's bound
 

@@ -123,6 +123,13 @@ class _SubwordInputs(InputRows):
         composed = torch.nn.functional.embedding_bag(rows, self.matrix, bag_offsets, mode="mean")
         return composed[inverse].view(*ids.shape, -1), (words, inverse, rows, lengths)
 
+    def bag_sums(self, ids, bags, offsets, weights):
+        composed, handle = self.gather(ids)
+        sums = torch.nn.functional.embedding_bag(
+            bags, composed, offsets, mode="sum", per_sample_weights=weights
+        )
+        return sums, handle
+
     def add(self, handle, grads: torch.Tensor) -> None:
         words, inverse, rows, lengths = handle
         per_word = grads.new_zeros(len(words), grads.shape[-1])
