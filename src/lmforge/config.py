@@ -219,6 +219,12 @@ class TrainConfig(Section):
     grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm; 0 disables")
     eval_interval: int = Field(250, ge=1, description="evaluate every N steps")
     eval_batches: int = Field(20, ge=1, description="batches per periodic evaluation")
+    early_stopping_patience: int = Field(
+        0,
+        ge=0,
+        description="stop after this many evaluations without a better validation metric "
+        "(pretraining: loss); 0 never stops early. best.safetensors keeps the best weights",
+    )
     log_interval: int = Field(10, ge=1, description="write a metrics line every N steps")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="bf16 autocast where the hardware has fast bf16 (auto), or force one"
@@ -231,6 +237,14 @@ class TrainConfig(Section):
         "none uses ddp there; batch_size is per process for ddp and fsdp",
     )
     seed: int = Field(1337, description="seed for weights, data order and dropout")
+    activation_checkpointing: bool = Field(
+        False,
+        description="recompute each block's activations in the backward pass: far less "
+        "activation memory for about a third more compute",
+    )
+    tensorboard: bool = Field(
+        False, description="also write the metrics as TensorBoard events to RUN_DIR/tensorboard/"
+    )
 
 
 class RunConfig(Section):

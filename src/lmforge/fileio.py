@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(path.parent)  # make the rename itself durable
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make `dst` name the same file as `src`, replacing any old `dst` in one rename: a hard
+    link where the file system has them (no bytes copied), a copy elsewhere. `src` must
+    never be rewritten in place (atomic_path replaces files, it does not rewrite them)."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def _fsync_dir(directory: Path) -> None:

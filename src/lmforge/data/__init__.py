@@ -1,9 +1,10 @@
 """Token shards on disk and the loaders that read training windows from them."""
 
-from lmforge.data.loader import WindowSampler, eval_windows
+from lmforge.data.loader import ExampleSampler, WindowSampler, eval_windows
 from lmforge.data.shards import ShardInfo, encode_documents, open_split, write_split
 
 __all__ = [
+    "ExampleSampler",
     "ShardInfo",
     "WindowSampler",
     "encode_documents",

@@ -54,3 +54,37 @@ def eval_windows(
     if len(rest) > 1:
         rest = torch.from_numpy(np.asarray(rest, dtype=np.int64))[None]
         yield rest[:, :-1], rest[:, 1:]
+
+
+class ExampleSampler:
+    """Batches of fine-tuning examples: epoch e visits the examples in a permutation seeded
+    by (seed, e), so, as for windows, the batch of a step is a function of the step alone."""
+
+    def __init__(self, examples: list, batch_size: int, seed: int, collate, grad_accum_steps=1):
+        if not examples:
+            raise LmforgeError("no training examples")
+        self.examples, self.batch_size, self.seed = examples, batch_size, seed
+        self.collate, self.grad_accum_steps = collate, grad_accum_steps
+        self.block_size = max(len(e["input_ids"]) for e in examples)  # for tokens/s
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, -(-len(self.examples) // (self.batch_size * self.grad_accum_steps)))
+
+    def batch(self, step: int, micro: int = 0):
+        n = len(self.examples)
+        first = (step * self.grad_accum_steps + micro) * self.batch_size
+        rows = []
+        for i in range(first, first + self.batch_size):
+            epoch, index = divmod(i, n)
+            order = self._order(epoch)
+            rows.append(self.examples[order[index]])
+        return self.collate(rows)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if getattr(self, "_epoch", None) != epoch:
+            self._epoch = epoch
+            self._permutation = np.random.default_rng([self.seed, epoch]).permutation(
+                len(self.examples)
+            )
+        return self._permutation

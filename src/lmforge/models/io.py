@@ -188,10 +188,14 @@ def assign_weights(
 def load_weights(model: Transformer, directory: str | Path) -> dict[str, str]:
     """Fill `model` from an lmforge directory's weights; returns the file's metadata."""
     tensors, metadata = read_tensors(directory)
-    legacy = "blocks.0.attn.qkv.weight" in tensors
-    source = str(Path(directory) / WEIGHTS_FILE)
-    assign_weights(model, tensors, source, LEGACY_LAYOUT if legacy else None)
+    fill_weights(model, tensors, Path(directory) / WEIGHTS_FILE)
     return metadata
+
+
+def fill_weights(model: Transformer, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Fill `model` from the tensors of an lmforge weights file (current or legacy names)."""
+    legacy = "blocks.0.attn.qkv.weight" in tensors
+    assign_weights(model, tensors, str(source), LEGACY_LAYOUT if legacy else None)
 
 
 def from_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Transformer:

@@ -20,6 +20,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmforge.config import ModelConfig
 from lmforge.models.heads import HEADS, BodyOutput, Pooler
@@ -30,7 +31,11 @@ RESIDUAL_PROJECTIONS = ("attn.out.weight", "cross.out.weight", "mlp.down.weight"
 
 class Stack(nn.Module):
     """Positions (and token types) added to token embeddings, an optional embedding norm,
-    `n_layer` blocks, and the final norm of pre-norm models."""
+    `n_layer` blocks, and the final norm of pre-norm models.
+
+    With `checkpointing` on, a training forward keeps only each block's input and recomputes
+    the block's activations during the backward pass (see Transformer.checkpoint_activations).
+    """
 
     def __init__(self, c: ModelConfig, n_layer: int, causal: bool, cross: bool, token_types: bool):
         super().__init__()
@@ -50,6 +55,7 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(Block(c, causal, cross) for _ in range(n_layer))
         pre = c.norm_position == "pre"
         self.final_norm = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias) if pre else None
+        self.checkpointing = False
 
     def forward(
         self,
@@ -94,7 +100,23 @@ class Stack(nn.Module):
         self_mask = None if mask is None else mask[:, None, None, :].bool()
         cross_mask = None if context_mask is None else context_mask[:, None, None, :].bool()
         self_weights, cross_weights = [], []
+        # Only a training pass gains from recomputing: without gradients nothing is kept, and
+        # a KV cache or returned weights are inference tools.
+        recompute = (
+            self.checkpointing
+            and self.training
+            and torch.is_grad_enabled()
+            and cache is None
+            and not return_weights
+        )
         for i, block in enumerate(self.blocks):
+            if recompute:
+                # Non-reentrant: works with inputs that need no grad, and the recomputation
+                # replays the saved RNG state, so dropout draws the same masks.
+                x, _, _ = checkpoint(
+                    block, x, self_mask, rope, context, cross_mask, use_reentrant=False
+                )
+                continue
             x, w_self, w_cross = block(
                 x,
                 self_mask,
@@ -234,6 +256,14 @@ class Transformer(nn.Module):
             for name, p in self.named_parameters()  # shared (tied) tensors counted once
             if not (non_embedding and name.endswith("_embed.weight"))
         )
+
+    def checkpoint_activations(self, enabled: bool = True) -> None:
+        """Activation checkpointing: each block's activations are recomputed in the backward
+        pass instead of kept from the forward, for about a third more compute per training
+        step; the gradients are the same."""
+        for stack in (self.encoder, self.decoder):
+            if stack is not None:
+                stack.checkpointing = enabled
 
     def attention_modules(self) -> list[nn.Module]:
         return [

@@ -294,11 +294,11 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
 # ---------------------------------------------------------------- full state for checkpoints
 
 
-def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict]:
     """Unsharded weights and optimizer state (collective under FSDP and TP, complete on rank 0),
-    the optimizer's in the single-process layout of `optimizer.state_dict()`."""
+    the optimizer's in the single-process layout of `optimizer.state_dict()` ({} without one)."""
     if not is_sharded(model):
-        return unwrap(model).state_dict(), optimizer.state_dict()
+        return unwrap(model).state_dict(), optimizer.state_dict() if optimizer else {}
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         get_model_state_dict,
@@ -307,6 +307,8 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     weights = get_model_state_dict(model, options=options)
+    if optimizer is None:
+        return weights, {}
     by_name = get_optimizer_state_dict(model, optimizer, options=options)
     if not by_name:  # ranks other than 0 get nothing
         return weights, {}

@@ -1,15 +1,47 @@
-"""Metrics as JSON lines (one object per event) and the loss-curve plot drawn from them."""
+"""Metrics as JSON lines (one object per event) and the loss-curve plot drawn from them;
+optionally the same figures as TensorBoard scalars in RUN_DIR/tensorboard/."""
 
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
+from lmforge.errors import LmforgeError
 from lmforge.fileio import atomic_path, write_text
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def require_tensorboard() -> type:
+    """torch's SummaryWriter, which needs the optional tensorboard package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LmforgeError(
+            "train.tensorboard is on but the tensorboard package is not installed; "
+            "pip install tensorboard, or set --train.tensorboard=false"
+        ) from None
+    return SummaryWriter
+
+
+def tensorboard_writer(directory: str | Path, purge_step: int | None = None):
+    """A SummaryWriter into `directory`. Events from an earlier session at `purge_step` or
+    later are hidden by TensorBoard, as a resume drops the metrics lines it will redo."""
+    return require_tensorboard()(str(directory), purge_step=purge_step)
+
+
+def add_scalars(writer, record: dict) -> None:
+    """Each number of a metrics record as the scalar '<event>/<name>' at its step."""
+    event, step = record.get("event", "metrics"), record.get("step", 0)
+    for name, value in record.items():
+        if name not in {"event", "step"} and isinstance(value, int | float):
+            writer.add_scalar(f"{event}/{name}", value, step)
+    writer.flush()  # on disk as soon as the JSON line is, in case the run is killed
 
 
 class MetricsLog:
-    def __init__(self, path: str | Path, resume_step: int | None = None):
+    def __init__(self, path: str | Path, resume_step: int | None = None, tensorboard: bool = False):
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
             # Drop lines logged after the checkpoint we resume from: they will be redone.
@@ -17,9 +49,16 @@ class MetricsLog:
             write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif resume_step is None:
             write_text(self.path, "")
+        self.writer = None
+        if tensorboard:  # a new run hides all earlier events, a resumed one those it redoes
+            purge = 0 if resume_step is None else resume_step + 1
+            self.writer = tensorboard_writer(self.path.parent / TENSORBOARD_DIR, purge)
+            weakref.finalize(self, self.writer.close)
 
     def write(self, **record) -> None:
         self.append(self.path, **record)
+        if self.writer is not None:
+            add_scalars(self.writer, record)
 
     @staticmethod
     def append(path: str | Path, **record) -> None:
@@ -48,7 +87,8 @@ def plot_losses(metrics_path: str | Path, png_path: str | Path) -> None:
 
     rows = MetricsLog.read(metrics_path)
     train = [(r["step"], r["loss"]) for r in rows if r.get("event") == "train"]
-    valid = [(r["step"], r["loss"]) for r in rows if r.get("event") == "eval"]
+    # fine-tuning evaluates a task metric instead of the loss; those points are not drawn
+    valid = [(r["step"], r["loss"]) for r in rows if r.get("event") == "eval" and "loss" in r]
     final = [(r["step"], r["loss"]) for r in rows if r.get("event") == "final_eval"]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:

@@ -5,7 +5,9 @@ Everything lands in one run directory (`runs/<name>/`):
   tokenizer.json      the trained tokenizer (Hugging Face format)
   data/               token shards of the train and valid splits
   model.safetensors   weights;  train_state.pt  optimizer, RNG and step, for --resume
+  previous/           the checkpoint before the latest, in case the latest is damaged
   metrics.jsonl       one JSON object per log/eval event;  loss.png  the curves
+  tensorboard/        the same figures as TensorBoard events, with train.tensorboard
   results.json        final held-out loss and bits per byte;  samples.txt  generated text
 
 Under torchrun every rank runs this function: rank 0 builds the run directory, all ranks train
@@ -35,8 +37,16 @@ from lmforge.text import load_corpus
 from lmforge.tokenizers import Tokenizer
 from lmforge.train import distributed
 from lmforge.train.checkpoint import STATE_FILE, has_checkpoint
-from lmforge.train.metrics import MetricsLog, plot_losses
-from lmforge.train.trainer import TrainingInterrupted, evaluate, train
+from lmforge.train.memory import estimate_memory
+from lmforge.train.metrics import (
+    TENSORBOARD_DIR,
+    MetricsLog,
+    add_scalars,
+    plot_losses,
+    require_tensorboard,
+    tensorboard_writer,
+)
+from lmforge.train.trainer import EarlyStopping, TrainingInterrupted, evaluate, train
 
 
 def _saved_config(run_dir: Path) -> dict | None:
@@ -54,7 +64,7 @@ def resume_config(run_dir: str | Path, overrides: dict | None = None) -> Config:
     return build_config(saved, overrides)
 
 
-def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
+def check_replaceable(run_dir: Path, overwrite: bool) -> None:
     """A run directory is only replaced when asked, and only if it is an lmforge run."""
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return
@@ -105,7 +115,7 @@ def _check_same_run(run_dir: Path, cfg: Config) -> None:
 def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple[Config, Tokenizer]:
     """Corpus -> tokenizer -> shards, assembled beside the run directory and moved into place
     only when complete, so bad input never costs an existing run or leaves half a new one."""
-    _check_replaceable(cfg.run_dir, cfg.run.overwrite)  # before minutes of tokenizer training
+    check_replaceable(cfg.run_dir, cfg.run.overwrite)  # before minutes of tokenizer training
     train_docs, valid_docs = load_corpus(
         cfg.data.corpus, cfg.data.text_field, cfg.data.invalid_utf8, cfg.data.valid_fraction
     )
@@ -157,6 +167,8 @@ def pretrain(
             f"pretraining trains a causal language model; model.arch={cfg.model.arch} and "
             f"model.head={cfg.model.head} would see the tokens they predict: use decoder and lm"
         )
+    if cfg.train.tensorboard:  # a missing package fails now, not after the tokenizer
+        require_tensorboard()
     started = time.perf_counter()
     device = distributed.setup(cfg.train.device)
     if not distributed.is_main():  # rank 0 speaks for all
@@ -181,6 +193,7 @@ def pretrain(
     valid_tokens, _ = open_split(run_dir / "data", "valid")
     token_bytes = torch.tensor(tokenizer.token_bytes())
     model = Transformer(cfg.model).to(device)
+    model.checkpoint_activations(cfg.train.activation_checkpointing)
     t = cfg.train.model_copy(update={"parallel": mode})
     data_ranks = distributed.data_parallel_size(mode)
     tokens_per_step = t.batch_size * t.grad_accum_steps * cfg.model.block_size * data_ranks
@@ -190,6 +203,7 @@ def pretrain(
         f"{model.flops_per_token() / 1e6:.1f} MFLOPs/token (train); device {device}, {precision}; "
         f"{t.max_steps} steps x {tokens_per_step:,} tokens{ranks}"
     )
+    log(estimate_memory(model, t, precision).line(t.optimizer, t.activation_checkpointing))
 
     # Each rank keeps its slice of the global batch one process would draw (TP: all of it).
     sampler = WindowSampler(train_tokens, cfg.model.block_size, t.batch_size * data_ranks, t.seed)
@@ -207,6 +221,7 @@ def pretrain(
             precision,
             resume,
             progress,
+            monitor=EarlyStopping("loss", patience=t.early_stopping_patience),
         )
     except TrainingInterrupted:
         if resume and distributed.is_main():
@@ -237,13 +252,17 @@ def _finish(cfg, model, tokenizer, valid_tokens, result, resume, device, precisi
         device,
         precision,
     )
-    MetricsLog.append(
-        run_dir / "metrics.jsonl",
-        event="final_eval",
-        step=result.step,
-        loss=final["loss"],
-        bpb=final["bpb"],
-    )
+    record = {
+        "event": "final_eval",
+        "step": result.step,
+        "loss": final["loss"],
+        "bpb": final["bpb"],
+    }
+    MetricsLog.append(run_dir / "metrics.jsonl", **record)
+    if t.tensorboard:
+        writer = tensorboard_writer(run_dir / TENSORBOARD_DIR)
+        add_scalars(writer, record)
+        writer.close()
     prompt = tokenizer.encode(cfg.run.sample_prompt, add_special_tokens=False) or [
         tokenizer.eot_id or 0
     ]
@@ -256,6 +275,8 @@ def _finish(cfg, model, tokenizer, valid_tokens, result, resume, device, precisi
     summary = {
         "steps": result.step,
         "stopped_by_time_budget": result.stopped_by_budget,
+        "stopped_early": result.stopped_early,
+        "best_eval": result.best,
         "valid_loss_nats_per_token": final["loss"],
         "valid_bits_per_byte": final["bpb"],
         "valid_tokens": final["tokens"],

@@ -1,5 +1,9 @@
-"""The training loop: causal LM cross-entropy, AdamW, warmup+cosine, clipping, accumulation,
-periodic evaluation, checkpoints, a time budget, and a clean stop on Ctrl-C.
+"""The training loop: AdamW, warmup+cosine, clipping, accumulation, periodic evaluation,
+early stopping, checkpoints, a time budget, and a clean stop on Ctrl-C.
+
+The loop does not know the objective: a sampler gives the batch of each step and a loss
+function turns it into a number. Pretraining passes causal LM windows (the defaults);
+fine-tuning (lmforge.tasks) passes task batches, its loss and its validation metric.
 
 Under torchrun the same loop runs on every rank with a model from `distributed.wrap`; the ranks
 agree on the logged loss and on when to stop, and only rank 0 writes (train/distributed.py)."""
@@ -10,8 +14,8 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ from lmforge.data import WindowSampler
 from lmforge.device import autocast
 from lmforge.errors import LmforgeError
 from lmforge.train import distributed
-from lmforge.train.checkpoint import load_checkpoint, save_checkpoint
+from lmforge.train.checkpoint import load_checkpoint, save_best, save_checkpoint
 from lmforge.train.losses import causal_lm_loss
 from lmforge.train.metrics import MetricsLog
 from lmforge.train.optim import build_optimizer, lr_at
@@ -41,6 +45,54 @@ class TrainingInterrupted(Exception):
 class TrainResult:
     step: int  # optimizer steps completed
     stopped_by_budget: bool
+    stopped_early: bool = False  # the validation metric stopped improving
+    best: dict | None = None  # the best evaluation so far and its step, with a monitor
+
+
+@dataclass
+class EarlyStopping:
+    """Watches one validation metric: the best value, its step, and how many evaluations in a
+    row failed to beat it. With `patience` > 0 the run stops after that many."""
+
+    metric: str = "loss"
+    higher_is_better: bool = False
+    patience: int = 0
+    best: float | None = None
+    best_step: int = 0
+    bad_evals: int = 0
+
+    def update(self, step: int, result: dict) -> bool:
+        """Record an evaluation; True when it is the best so far."""
+        value = result.get(self.metric)
+        if value is None or not math.isfinite(value):
+            raise LmforgeError(f"evaluation gave no finite '{self.metric}' to monitor: {result}")
+        better = self.best is None or (
+            value > self.best if self.higher_is_better else value < self.best
+        )
+        if better:
+            self.best, self.best_step, self.bad_evals = value, step, 0
+        else:
+            self.bad_evals += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return 0 < self.patience <= self.bad_evals
+
+
+def lm_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Pretraining's objective: the next-token loss of a window."""
+    x, y = batch
+    return causal_lm_loss(model(x), y)
+
+
+def to_device(batch, device: torch.device):
+    """Move a batch (a tensor, or a tuple or dict of them) to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return type(batch)(to_device(v, device) for v in batch)
 
 
 @torch.no_grad()
@@ -109,16 +161,24 @@ def train(
     model: torch.nn.Module,
     cfg: TrainConfig,
     sampler: WindowSampler,
-    valid_tokens: np.ndarray,
-    token_bytes: torch.Tensor,
+    valid_tokens: np.ndarray | None,
+    token_bytes: torch.Tensor | None,
     run_dir: str | Path,
     device: torch.device,
     precision: str,
     resume: bool = False,
     progress: bool = True,
+    *,
+    loss_fn: Callable[[torch.nn.Module, object], torch.Tensor] = lm_loss,
+    evaluate_fn: Callable[[torch.nn.Module], dict] | None = None,
+    monitor: EarlyStopping | None = None,
 ) -> TrainResult:
     """Train `model` in place up to cfg.max_steps, checkpointing into `run_dir`.
 
+    `sampler.batch(step, micro)` gives each micro-batch and `loss_fn(model, batch)` its loss.
+    `evaluate_fn(model)` returns the validation figures (default: LM loss and bits per byte
+    on `valid_tokens`). A `monitor` watches one of them: the best weights so far are kept in
+    best.safetensors, and with a patience the run stops once the metric stops improving.
     Under torchrun, `model` is already wrapped for `cfg.parallel` and `sampler` yields this
     rank's share of each batch; every rank calls this."""
     run_dir = Path(run_dir)
@@ -126,13 +186,23 @@ def train(
     optimizer = build_optimizer(model, cfg, device)
     state = load_checkpoint(run_dir, model, optimizer) if resume else {}
     start = state.get("step", 0)
+    if monitor is not None and "monitor" in state:
+        for key, value in state["monitor"].items():
+            setattr(monitor, key, value)
     log = (
-        MetricsLog(run_dir / "metrics.jsonl", resume_step=start if resume else None)
+        MetricsLog(
+            run_dir / "metrics.jsonl",
+            resume_step=start if resume else None,
+            tensorboard=cfg.tensorboard,
+        )
         if main
         else None
     )
     forward = torch.compile(model) if cfg.compile else model
-    eval_sampler = WindowSampler(valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1)
+    if evaluate_fn is None:
+        eval_sampler = WindowSampler(
+            valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1
+        )
     tokens_per_step = (
         cfg.batch_size
         * cfg.grad_accum_steps
@@ -144,23 +214,38 @@ def train(
         if log is not None:
             log.write(**record)
 
+    last_eval = -1
+
     def run_eval(step: int) -> dict:
+        nonlocal last_eval
+        last_eval = step
         # Every rank evaluates (FSDP and TP forwards need them all); rank 0 logs.
-        batches = (eval_sampler.batch(i) for i in range(cfg.eval_batches))
-        result = evaluate(forward, batches, token_bytes, device, precision)
-        write(event="eval", step=step, loss=result["loss"], bpb=result["bpb"])
+        if evaluate_fn is None:
+            batches = (eval_sampler.batch(i) for i in range(cfg.eval_batches))
+            result = evaluate(forward, batches, token_bytes, device, precision)
+        else:
+            result = evaluate_fn(forward)
+        figures = {k: v for k, v in result.items() if isinstance(v, int | float)}
+        write(event="eval", step=step, **figures)
+        if monitor is not None and monitor.update(step, result):
+            stop.saving = True
+            save_best(run_dir, model, step)
+            stop.saving = False
         return result
 
     def checkpoint(step: int) -> None:
         stop.saving = True
         # The training time so far travels with the checkpoint: a time budget spans resumes.
         elapsed = time.perf_counter() - started
-        save_checkpoint(run_dir, model, optimizer, step, {"elapsed_s": elapsed})
+        extra = {"elapsed_s": elapsed}
+        if monitor is not None:
+            extra["monitor"] = asdict(monitor)
+        save_checkpoint(run_dir, model, optimizer, step, extra)
         stop.saving = False
 
     budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     started = time.perf_counter() - state.get("elapsed_s", 0.0)
-    stopped_by_budget = False
+    stopped_by_budget = stopped_early = False
     bar = tqdm(
         total=cfg.max_steps,
         initial=start,
@@ -185,12 +270,10 @@ def train(
                 group["lr"] = lr
             loss_sum = 0.0
             for micro in range(cfg.grad_accum_steps):
-                x, y = sampler.batch(step, micro)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                batch = to_device(sampler.batch(step, micro), device)
                 with distributed.gradient_sync(model, micro == cfg.grad_accum_steps - 1):
                     with autocast(device, precision):
-                        logits = forward(x)
-                    loss = causal_lm_loss(logits, y)
+                        loss = loss_fn(forward, batch)
                     (loss / cfg.grad_accum_steps).backward()
                 loss_sum += loss.item()
             # the mean over the global batch, the same figure on every rank
@@ -229,10 +312,20 @@ def train(
             if step % cfg.eval_interval == 0 and step < cfg.max_steps and not out_of_time:
                 result = run_eval(step)
                 if main:
-                    bar.write(
-                        f"step {step}: valid loss {result['loss']:.4f}, bpb {result['bpb']:.4f}"
+                    shown = ", ".join(
+                        f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)
                     )
+                    bar.write(f"step {step}: valid {shown}")
                 checkpoint(step)
+                if monitor is not None and monitor.should_stop:
+                    if main:
+                        bar.write(
+                            f"early stop: valid {monitor.metric} has not improved on "
+                            f"{monitor.best:.4f} (step {monitor.best_step}) for "
+                            f"{monitor.bad_evals} evaluations"
+                        )
+                    stopped_early = True
+                    break
             if stop_requested:
                 checkpoint(step)
                 bar.close()
@@ -243,5 +336,10 @@ def train(
                 stopped_by_budget = True
                 break
     bar.close()
+    if monitor is not None and last_eval != step:
+        run_eval(step)  # the last steps may hold the best weights
     checkpoint(step)
-    return TrainResult(step, stopped_by_budget)
+    best = None
+    if monitor is not None:
+        best = {"step": monitor.best_step, monitor.metric: monitor.best}
+    return TrainResult(step, stopped_by_budget, stopped_early, best)
