@@ -28,6 +28,16 @@ def register(sub) -> None:
     export.add_argument("--output", required=True, help="directory to write into")
     add_reading_options(export)
     export.set_defaults(run=run_export)
+    demo = cmds.add_parser(
+        "task-data",
+        help="demo task data from the built-in plays: genre, speaker-qa, modernize, speakers",
+        description="Write OUTPUT/{train,valid,test}.jsonl, split by play (see docs/tasks.md).",
+    )
+    demo.add_argument("name", choices=["genre", "speaker-qa", "modernize", "speakers"])
+    demo.add_argument("--output", required=True, help="directory to write into")
+    demo.add_argument("--per-play", type=int, help="records per play (default 60)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=run_task_data)
 
 
 def run_stats(args, extra) -> int:
@@ -55,4 +65,13 @@ def run_export(args, extra) -> int:
         path = Path(args.output) / f"{name}.txt"
         write_text(path, "\n".join(d.text for d in docs))
         print(f"wrote {path}")
+    return 0
+
+
+def run_task_data(args, extra) -> int:
+    from lmforge.tasks.shakespeare import make_dataset
+
+    counts = make_dataset(args.name, args.output, args.per_play, args.seed)
+    shown = ", ".join(f"{split} {n}" for split, n in counts.items())
+    print(f"wrote {args.output}/{{train,valid,test}}.jsonl: {shown} records")
     return 0

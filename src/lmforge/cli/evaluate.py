@@ -1,4 +1,5 @@
-"""`lmforge evaluate RUN_DIR [--corpus ...]`: held-out loss and bits per byte."""
+"""`lmforge evaluate RUN_DIR [--corpus ...]`: held-out loss and bits per byte of a language
+model; `lmforge evaluate TASK --model DIR --data FILE`: a fine-tuned model's task metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 from lmforge.cli.corpus import add_reading_options
+from lmforge.cli.finetune import add_data_options
 
 
 def positive_int(text: str) -> int:
@@ -17,8 +19,20 @@ def positive_int(text: str) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="loss and bits per byte of a model on held-out text")
-    p.add_argument("model", help="run or model directory")
+    p = sub.add_parser(
+        "evaluate",
+        help="bits per byte of a language model, or a fine-tuned model's task metrics",
+        description="lmforge evaluate RUN_DIR: held-out loss and bits per byte. "
+        "lmforge evaluate TASK --model DIR --data FILE: the task's metric table "
+        "(classification/sentiment, qa, translation, summarization), also written as JSON.",
+    )
+    p.add_argument("model", help="run or model directory; or a task, with --model")
+    p.add_argument("--model", dest="task_model", help="fine-tuned model directory (task mode)")
+    p.add_argument("--data", help="task mode: JSONL or CSV records to score")
+    p.add_argument(
+        "--output", help="task mode: JSON file for the metrics (default: DIR/eval-DATA.json)"
+    )
+    add_data_options(p)
     p.add_argument(
         "--corpus",
         nargs="+",
@@ -36,6 +50,8 @@ def register(sub) -> None:
 
 
 def run(args, extra) -> int:
+    if args.task_model is not None:
+        return run_task(args)
     import numpy as np
     import torch
 
@@ -74,4 +90,27 @@ def run(args, extra) -> int:
         device,
     )
     print(json.dumps(result))
+    return 0
+
+
+def run_task(args) -> int:
+    from lmforge.cli.finetune import print_metrics
+    from lmforge.device import pick_device
+    from lmforge.errors import LmforgeError
+    from lmforge.fileio import write_json
+    from lmforge.tasks import get_task, load_task_model
+    from lmforge.tasks.records import parse_fields
+
+    cls = get_task(args.model)
+    if args.data is None:
+        raise LmforgeError("task evaluation needs --data FILE (JSONL or CSV records)")
+    task, model = load_task_model(cls.name, args.task_model, pick_device(args.device))
+    fields = parse_fields(args.field) or task.settings.get("fields") or {}
+    records = cls.read(args.data, fields)
+    task.check_records(records)
+    metrics = task.score(task.predict(model, records, args.batch_size), records)
+    print_metrics(metrics)
+    output = args.output or Path(args.task_model) / f"eval-{Path(args.data).stem}.json"
+    write_json(output, {"task": cls.name, "data": str(args.data), **metrics})
+    print(f"-> {output}")
     return 0

@@ -1,0 +1,114 @@
+"""`lmforge finetune TASK --model BASE --train FILE [--valid FILE] --output DIR [...]`"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+TASK_CHOICES = ["classification", "sentiment", "qa", "translation", "summarization"]
+
+
+def add_data_options(p) -> None:
+    p.add_argument(
+        "--field",
+        action="append",
+        metavar="ROLE=NAME",
+        help="the file's name for a field the task reads, e.g. --field text=review "
+        "(roles: classification text, text_b, label; qa context, question, answers; "
+        "translation source, target; summarization document, summary)",
+    )
+
+
+def register(sub) -> None:
+    from lmforge.tasks.finetune import FINETUNE_DEFAULTS
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on classification, QA, translation or summarization",
+        description="Fine-tune a base model directory (an lmforge run, a Hugging Face model, "
+        "all-MiniLM-L6-v2) on JSONL/CSV records; the output is a model directory that "
+        "`lmforge evaluate TASK` and `lmforge.pipeline` use.",
+        epilog="training defaults (override with --train.KEY=VALUE): "
+        + ", ".join(f"{k}={v}" for k, v in FINETUNE_DEFAULTS.items())
+        + "; max_steps covers --epochs, warmup is 10%% of it, evaluation once per epoch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("task", choices=TASK_CHOICES)
+    p.add_argument("--model", required=True, help="base model directory")
+    p.add_argument("--train", required=True, dest="train_file", help="training records")
+    p.add_argument("--valid", help="validation records (default: 10%% of --train)")
+    p.add_argument("--output", required=True, help="directory for the fine-tuned model")
+    add_data_options(p)
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over the training data")
+    p.add_argument("--max-length", type=int, help="tokens per input (default: the context)")
+    p.add_argument("--stride", type=int, help="qa: overlap of context windows in tokens")
+    p.add_argument("--max-target-tokens", type=int, help="translation/summarization: output cap")
+    p.add_argument("--num-beams", type=int, help="translation/summarization: beam width")
+    p.add_argument("--label-smoothing", type=float, help="translation/summarization: e.g. 0.1")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run, accepts_overrides=True)
+
+
+def task_options(args) -> dict:
+    names = ["max_length", "stride", "max_target_tokens", "num_beams", "label_smoothing"]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def run(args, extra) -> int:
+    from lmforge.config import parse_overrides
+    from lmforge.tasks.finetune import finetune
+    from lmforge.tasks.records import parse_fields
+    from lmforge.train.trainer import TrainingInterrupted
+
+    try:
+        summary = finetune(
+            args.task,
+            args.model,
+            args.train_file,
+            args.output,
+            args.valid,
+            fields=parse_fields(args.field),
+            options=task_options(args),
+            epochs=args.epochs,
+            overrides=parse_overrides(extra),
+            overwrite=args.overwrite,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+    except TrainingInterrupted as e:
+        print(
+            f"lmforge: {e} in {args.output}; continue with the same command and --resume",
+            file=sys.stderr,
+        )
+        return 130
+    print_metrics(summary["valid"])
+    print(f"best at step {summary['best_step']} of {summary['steps']} -> {args.output}")
+    return 0
+
+
+def print_metrics(metrics: dict) -> None:
+    """The figures as a table; per-class rows and the confusion matrix for classification."""
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"{key:<{width}}  {value:.4f}")
+        elif isinstance(value, int):
+            print(f"{key:<{width}}  {value}")
+    if "per_class" in metrics:
+        labels = metrics["labels"]
+        w = max(len(label) for label in labels)
+        print(f"\n{'class':<{w}}  precision  recall     f1  support")
+        for label, row in metrics["per_class"].items():
+            print(
+                f"{label:<{w}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}"
+                f"  {row['support']:7d}"
+            )
+        print(
+            f"\nconfusion matrix (rows: true, columns: predicted)\n{'':<{w}}  "
+            + " ".join(f"{label[:6]:>6}" for label in labels)
+        )
+        for label, row in zip(labels, metrics["confusion_matrix"], strict=True):
+            print(f"{label:<{w}}  " + " ".join(f"{n:6d}" for n in row))
+    sys.stdout.flush()
