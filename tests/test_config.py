@@ -100,3 +100,16 @@ def test_help_lists_every_field():
     for section in ("model", "data", "train", "run"):
         for name in Config.model_fields[section].annotation.model_fields:
             assert f"--{section}.{name} " in text
+
+
+def test_gpt2_124m_preset_is_gpt2_small():
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from lmforge.models import Transformer
+
+    cfg = load_config("gpt2-124m")
+    with torch.device("meta"):  # shapes only: no 500 MB of weights
+        ours = Transformer(cfg.model.model_copy(update={"vocab_size": cfg.data.vocab_size}))
+        theirs = transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    assert ours.num_parameters() == theirs.num_parameters() == 124_439_808
