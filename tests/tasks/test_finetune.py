@@ -164,3 +164,47 @@ def test_seq2seq_learns_a_copy_task(bases, tmp_path, arch):
     translate = lmforge.pipeline("translation", model=tmp_path / "out")
     result = translate(["good king day"])
     assert isinstance(result, list) and isinstance(result[0]["translation_text"], str)
+
+
+def test_interrupted_finetuning_resumes_to_the_same_model(bases, sentiment_files, tmp_path):
+    import os
+    import signal
+
+    from lmforge.tasks.classification import Classification
+    from lmforge.train.trainer import TrainingInterrupted
+
+    def run(out, **kwargs):
+        return finetune(
+            "classification",
+            bases["encoder"],
+            sentiment_files["train"],
+            out,
+            sentiment_files["valid"],
+            epochs=2,
+            overrides={**FAST, "train.early_stopping_patience": 0},
+            progress=False,
+            log=lambda m: None,
+            **kwargs,
+        )
+
+    whole = run(tmp_path / "whole")
+    calls = []
+    original = Classification.loss
+
+    def interrupting(self, model, batch):
+        calls.append(1)
+        if len(calls) == 5:  # Ctrl-C during step 5: that step finishes, then a checkpoint
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, model, batch)
+
+    Classification.loss = interrupting
+    try:
+        with pytest.raises(TrainingInterrupted):
+            run(tmp_path / "cut")
+    finally:
+        Classification.loss = original
+    resumed = run(tmp_path / "cut", resume=True)
+    assert resumed["steps"] == whole["steps"] and resumed["valid"] == whole["valid"]
+    a = from_pretrained(tmp_path / "whole").state_dict()
+    b = from_pretrained(tmp_path / "cut").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
