@@ -26,8 +26,12 @@ def register(sub) -> None:
         "lmforge evaluate TASK --model DIR --data FILE: the task's metric table "
         "(classification/sentiment, qa, translation, summarization), also written as JSON.",
     )
-    p.add_argument("model", help="run or model directory; or a task, with --model")
-    p.add_argument("--model", dest="task_model", help="fine-tuned model directory (task mode)")
+    p.add_argument(
+        "model", metavar="RUN_DIR|TASK", help="run or model directory; or a task, with --model"
+    )
+    p.add_argument(
+        "--model", dest="task_model", metavar="DIR", help="fine-tuned model directory (task mode)"
+    )
     p.add_argument("--data", help="task mode: JSONL or CSV records to score")
     p.add_argument(
         "--output", help="task mode: JSON file for the metrics (default: DIR/eval-DATA.json)"

@@ -30,7 +30,7 @@ def register(sub) -> None:
         "`lmforge evaluate TASK` and `lmforge.pipeline` use.",
         epilog="training defaults (override with --train.KEY=VALUE): "
         + ", ".join(f"{k}={v}" for k, v in FINETUNE_DEFAULTS.items())
-        + "; max_steps covers --epochs, warmup is 10%% of it, evaluation once per epoch",
+        + "; max_steps covers --epochs, warmup is 10% of it, evaluation once per epoch",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("task", choices=TASK_CHOICES)
