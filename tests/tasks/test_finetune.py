@@ -208,3 +208,11 @@ def test_interrupted_finetuning_resumes_to_the_same_model(bases, sentiment_files
     a = from_pretrained(tmp_path / "whole").state_dict()
     b = from_pretrained(tmp_path / "cut").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_validation_records_without_targets_stop_before_training(bases, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", copy_records(8, 0))
+    valid = write_jsonl(tmp_path / "valid.jsonl", [{"source": "good day"}])
+    with pytest.raises(LmforgeError, match=r"valid.jsonl:1: no field 'target'"):
+        finetune("translation", bases["decoder"], train, tmp_path / "out", valid, progress=False)
+    assert not (tmp_path / "out").exists()

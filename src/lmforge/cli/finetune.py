@@ -42,7 +42,11 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the training data")
     p.add_argument("--max-length", type=int, help="tokens per input (default: the context)")
     p.add_argument("--stride", type=int, help="qa: overlap of context windows in tokens")
-    p.add_argument("--max-target-tokens", type=int, help="translation/summarization: output cap")
+    p.add_argument(
+        "--max-target-tokens",
+        type=int,
+        help="translation/summarization: output cap (default 64, at most half the context)",
+    )
     p.add_argument("--num-beams", type=int, help="translation/summarization: beam width")
     p.add_argument("--label-smoothing", type=float, help="translation/summarization: e.g. 0.1")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -128,8 +128,8 @@ def finetune(
     task = cls(tokenizer, model.config, settings)
     model = with_head(model, cls.head, task.num_labels).to(device)
     task.config = model.config
-    examples = task.examples(train_records)
     task.check_records(valid_records)
+    examples = task.examples(train_records)
     sampler = ExampleSampler(examples, t.batch_size, t.seed, task.collate, t.grad_accum_steps)
     t = fit_to_data(t, overrides, sampler.steps_per_epoch, epochs)
     precision = resolve_precision(t.precision, device)

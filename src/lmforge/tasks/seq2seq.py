@@ -50,7 +50,8 @@ class Seq2Seq(Task):
 
     @property
     def max_target_tokens(self) -> int:
-        return self.settings.get("max_target_tokens") or 64
+        # a decoder shares its context between source and target: half each by default
+        return self.settings.get("max_target_tokens") or min(64, self.config.block_size // 2)
 
     @property
     def separator(self) -> str:
@@ -140,10 +141,13 @@ class Seq2Seq(Task):
         texts = self.generate_texts(model, [rec[self.source_role] for rec in records], batch_size)
         return [{self.output_key: t} for t in texts]
 
-    def references(self, records: list[dict]) -> list[str]:
+    def check_records(self, records: list[dict]) -> None:
         missing = [rec["_where"] for rec in records if self.target_role not in rec]
         if missing:
             raise LmforgeError(f"{missing[0]}: no field '{self.target_role}' to score against")
+
+    def references(self, records: list[dict]) -> list[str]:
+        self.check_records(records)
         return [rec[self.target_role] for rec in records]
 
 
