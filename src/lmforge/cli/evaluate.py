@@ -68,6 +68,12 @@ def run(args, extra) -> int:
 
     device = pick_device(args.device)
     model, tokenizer = load_model_and_tokenizer(args.model, device)
+    if model.config.head != "lm" or model.config.arch == "encoder-decoder":
+        raise LmforgeError(
+            f"{args.model} is not a causal language model (head {model.config.head}); "
+            "bits per byte are for those. A masked LM's held-out loss is in its results.json; "
+            "a fine-tuned model is scored with lmforge evaluate TASK --model DIR --data FILE"
+        )
     if args.int8:
         from lmforge.infer.quantize import quantize_int8
 

@@ -60,9 +60,14 @@ def run(args, extra: list[str]) -> int:
     if not distributed.is_main():
         return 0
     print(f"\n--- sample ({cfg.run_dir}/samples.txt) ---\n{result['sample']}\n---")
+    bpb = result["valid_bits_per_byte"]
+    figure = (
+        f"{bpb:.4f} bits per byte"
+        if bpb is not None
+        else "masked LM: per corrupted token, no bits per byte"
+    )
     print(
-        f"held-out loss {result['valid_loss_nats_per_token']:.4f} nats/token, "
-        f"{result['valid_bits_per_byte']:.4f} bits per byte "
+        f"held-out loss {result['valid_loss_nats_per_token']:.4f} nats/token, {figure} "
         f"({result['steps']} steps, {result['minutes']:.1f} min) -> {cfg.run_dir}"
     )
     return 0

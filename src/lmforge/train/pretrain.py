@@ -1,4 +1,6 @@
 """The main job, end to end: corpus -> tokenizer -> token shards -> GPT -> evaluation -> sample.
+A BERT-shaped config (encoder, mlm head) is pretrained the same way with the masked-LM
+objective (trainer.MaskedLM); its sample fills in [MASK]s.
 
 Everything lands in one run directory (`runs/<name>/`):
   config.json         the resolved config (model section sized to the tokenizer)
@@ -46,7 +48,13 @@ from lmforge.train.metrics import (
     require_tensorboard,
     tensorboard_writer,
 )
-from lmforge.train.trainer import EarlyStopping, TrainingInterrupted, evaluate, train
+from lmforge.train.trainer import (
+    EarlyStopping,
+    MaskedLM,
+    TrainingInterrupted,
+    evaluate,
+    train,
+)
 
 
 def _saved_config(run_dir: Path) -> dict | None:
@@ -162,10 +170,17 @@ def pretrain(
     cfg: Config, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print
 ) -> dict:
     """Run the whole job; returns the figures also written to results.json."""
-    if cfg.model.arch != "decoder" or cfg.model.head != "lm":
+    masked = is_masked_lm(cfg)
+    if not masked and (cfg.model.arch != "decoder" or cfg.model.head != "lm"):
         raise LmforgeError(
-            f"pretraining trains a causal language model; model.arch={cfg.model.arch} and "
-            f"model.head={cfg.model.head} would see the tokens they predict: use decoder and lm"
+            f"pretraining trains a causal (model.arch=decoder, model.head=lm) or a masked "
+            f"(encoder, mlm) language model, not model.arch={cfg.model.arch} with "
+            f"model.head={cfg.model.head}"
+        )
+    if masked and cfg.data.tokenizer != "wordpiece":
+        raise LmforgeError(
+            f"masked LM pretraining needs a [MASK] token; data.tokenizer={cfg.data.tokenizer} "
+            "has none: use data.tokenizer=wordpiece"
         )
     if cfg.train.tensorboard:  # a missing package fails now, not after the tokenizer
         require_tensorboard()
@@ -209,6 +224,16 @@ def pretrain(
     sampler = WindowSampler(train_tokens, cfg.model.block_size, t.batch_size * data_ranks, t.seed)
     if data_ranks > 1:
         sampler = distributed.RankSlice(sampler, distributed.rank(), data_ranks)
+    objective = {}
+    if masked:
+        mlm = masked_objective(tokenizer, cfg.model.vocab_size, t.seed)
+        eval_sampler = WindowSampler(valid_tokens, cfg.model.block_size, t.batch_size, t.seed + 1)
+        objective = {
+            "loss_fn": mlm,
+            "evaluate_fn": lambda m: mlm.evaluate(
+                m, (eval_sampler.batch(i) for i in range(t.eval_batches)), device, precision
+            ),
+        }
     try:
         result = train(
             distributed.wrap(model, mode, device),
@@ -222,6 +247,7 @@ def pretrain(
             resume,
             progress,
             monitor=EarlyStopping("loss", patience=t.early_stopping_patience),
+            **objective,
         )
     except TrainingInterrupted:
         if resume and distributed.is_main():
@@ -240,38 +266,73 @@ def pretrain(
     return distributed.run_on_main(finish)  # rank 0 evaluates and writes; all return the figures
 
 
-def _finish(cfg, model, tokenizer, valid_tokens, result, resume, device, precision, started):
-    """Final held-out evaluation, sample, results.json, samples.txt and loss.png."""
-    run_dir, t = cfg.run_dir, cfg.train
-    if resume:  # record the settings the run continued with, now that its state has loaded
-        write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
-    final = evaluate(
-        model,
-        eval_windows(valid_tokens, cfg.model.block_size, t.batch_size),
-        torch.tensor(tokenizer.token_bytes()),
-        device,
-        precision,
+def is_masked_lm(cfg: Config) -> bool:
+    return cfg.model.arch == "encoder" and cfg.model.head == "mlm"
+
+
+def masked_objective(tokenizer: Tokenizer, vocab_size: int, seed: int) -> MaskedLM:
+    return MaskedLM(
+        tokenizer.token_to_id("[MASK]"),
+        vocab_size,
+        [tokenizer.token_to_id(s) for s in tokenizer.special_tokens],
+        seed,
     )
-    record = {
-        "event": "final_eval",
-        "step": result.step,
-        "loss": final["loss"],
-        "bpb": final["bpb"],
-    }
-    MetricsLog.append(run_dir / "metrics.jsonl", **record)
-    if t.tensorboard:
-        writer = tensorboard_writer(run_dir / TENSORBOARD_DIR)
-        add_scalars(writer, record)
-        writer.close()
+
+
+def _sample(cfg: Config, model, tokenizer: Tokenizer) -> str:
     prompt = tokenizer.encode(cfg.run.sample_prompt, add_special_tokens=False) or [
         tokenizer.eot_id or 0
     ]
     sampling = Sampling(temperature=cfg.run.sample_temperature, top_k=cfg.run.sample_top_k)
     stop_ids = [i for i in [tokenizer.eot_id] if i is not None]
     [generation] = generate(
-        model, [prompt], cfg.run.sample_tokens, sampling, stop_ids=stop_ids, seed=t.seed
+        model, [prompt], cfg.run.sample_tokens, sampling, stop_ids=stop_ids, seed=cfg.train.seed
     )
-    sample = cfg.run.sample_prompt + tokenizer.decode(generation.ids)
+    return cfg.run.sample_prompt + tokenizer.decode(generation.ids)
+
+
+FILL_MASK = ("To be, or not to [MASK], that is the question.", "Good night, sweet [MASK].")
+
+
+@torch.no_grad()
+def fill_mask_sample(model, tokenizer: Tokenizer, device) -> str:
+    """A masked LM's sample: its five best words for each [MASK] of a few lines."""
+    model.eval()
+    lines = []
+    for text in FILL_MASK:
+        ids = tokenizer.encode(text)
+        logits = model(torch.tensor([ids], device=device))[0]
+        where = ids.index(tokenizer.token_to_id("[MASK]"))
+        best = logits[where].topk(5).indices.tolist()
+        lines.append(f"{text} -> {', '.join(tokenizer.id_to_token(i) for i in best)}")
+    return "\n".join(lines)
+
+
+def _finish(cfg, model, tokenizer, valid_tokens, result, resume, device, precision, started):
+    """Final held-out evaluation, sample, results.json, samples.txt and loss.png."""
+    run_dir, t = cfg.run_dir, cfg.train
+    if resume:  # record the settings the run continued with, now that its state has loaded
+        write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
+    windows = eval_windows(valid_tokens, cfg.model.block_size, t.batch_size)
+    masked = is_masked_lm(cfg)
+    if masked:  # no bits per byte: a masked LM scores 15% of the tokens, seeing the rest
+        final = masked_objective(tokenizer, cfg.model.vocab_size, t.seed).evaluate(
+            model, windows, device, precision
+        )
+        final["bpb"] = None
+    else:
+        final = evaluate(model, windows, torch.tensor(tokenizer.token_bytes()), device, precision)
+    record = {"event": "final_eval", "step": result.step, "loss": final["loss"]}
+    if final["bpb"] is not None:
+        record["bpb"] = final["bpb"]
+    MetricsLog.append(run_dir / "metrics.jsonl", **record)
+    if t.tensorboard:
+        writer = tensorboard_writer(run_dir / TENSORBOARD_DIR)
+        add_scalars(writer, record)
+        writer.close()
+    sample = (
+        fill_mask_sample(model, tokenizer, device) if masked else _sample(cfg, model, tokenizer)
+    )
     summary = {
         "steps": result.step,
         "stopped_by_time_budget": result.stopped_by_budget,

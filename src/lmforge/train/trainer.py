@@ -28,7 +28,7 @@ from lmforge.device import autocast
 from lmforge.errors import LmforgeError
 from lmforge.train import distributed
 from lmforge.train.checkpoint import load_checkpoint, save_best, save_checkpoint
-from lmforge.train.losses import causal_lm_loss
+from lmforge.train.losses import IGNORE, causal_lm_loss, mask_tokens, token_loss
 from lmforge.train.metrics import MetricsLog
 from lmforge.train.optim import build_optimizer, lr_at
 
@@ -84,6 +84,41 @@ def lm_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) ->
     """Pretraining's objective: the next-token loss of a window."""
     x, y = batch
     return causal_lm_loss(model(x), y)
+
+
+class MaskedLM:
+    """BERT's objective on a window: corrupt 15% of the non-special tokens (80/10/10, see
+    losses.mask_tokens) and predict the originals. `seed` fixes the corruption, so repeated
+    evaluations score the same positions; without it training draws from the global RNG,
+    whose state the checkpoint saves."""
+
+    def __init__(self, mask_id: int, vocab_size: int, special_ids: list[int], seed=None):
+        self.mask_id, self.vocab_size, self.seed = mask_id, vocab_size, seed
+        self.special_ids = torch.tensor(special_ids, dtype=torch.long)
+
+    def corrupt(self, x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        special = torch.isin(x, self.special_ids.to(x.device))
+        return mask_tokens(x, self.mask_id, self.vocab_size, special, generator=generator)
+
+    def __call__(self, model: torch.nn.Module, batch) -> torch.Tensor:
+        inputs, labels = self.corrupt(batch[0])
+        return token_loss(model(inputs), labels)
+
+    @torch.no_grad()
+    def evaluate(self, model, batches, device, precision: str = "fp32") -> dict[str, float]:
+        """Mean loss (nats) per corrupted token, the same positions every call."""
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator(device=device).manual_seed(self.seed or 0)
+        nats, count = 0.0, 0
+        for x, _ in batches:
+            inputs, labels = self.corrupt(x.to(device), generator)
+            with autocast(device, precision):
+                logits = model(inputs)
+            nats += token_loss(logits, labels, reduction="sum").item()
+            count += int((labels != IGNORE).sum())
+        model.train(was_training)
+        return {"loss": nats / count if count else float("nan"), "tokens": count}
 
 
 def to_device(batch, device: torch.device):
