@@ -223,7 +223,7 @@ class TrainConfig(Section):
         0,
         ge=0,
         description="stop after this many evaluations without a better validation metric "
-        "(pretraining: loss); 0 never stops early. best.safetensors keeps the best weights",
+        "(pretraining: loss), keeping the best weights in best.safetensors; 0: no early stop",
     )
     log_interval: int = Field(10, ge=1, description="write a metrics line every N steps")
     precision: Literal["auto", "fp32", "bf16"] = Field(

@@ -125,9 +125,9 @@ def finetune(
     settings = cls.settings_from(
         train_records, {"task": cls.name, "fields": fields or {}, **(options or {})}
     )
+    num_labels = cls(tokenizer, model.config, settings).num_labels  # from the settings
+    model = with_head(model, cls.head, num_labels).to(device)
     task = cls(tokenizer, model.config, settings)
-    model = with_head(model, cls.head, task.num_labels).to(device)
-    task.config = model.config
     task.check_records(valid_records)
     examples = task.examples(train_records)
     sampler = ExampleSampler(examples, t.batch_size, t.seed, task.collate, t.grad_accum_steps)

@@ -246,7 +246,12 @@ def pretrain(
             precision,
             resume,
             progress,
-            monitor=EarlyStopping("loss", patience=t.early_stopping_patience),
+            # only asked-for early stopping costs the best-weights writes and a last evaluation
+            monitor=(
+                EarlyStopping("loss", patience=t.early_stopping_patience)
+                if t.early_stopping_patience
+                else None
+            ),
             **objective,
         )
     except TrainingInterrupted:
