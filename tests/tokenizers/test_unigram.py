@@ -16,11 +16,10 @@ from hypothesis import strategies as st
 import tokenizers as hf
 from lmforge.errors import LmforgeError
 from lmforge.text import load_shakespeare
-from lmforge.tokenizers import EOT, Tokenizer
+from lmforge.tokenizers import EOT, Tokenizer, unigram
 from lmforge.tokenizers.unigram import (
     SPACE,
     UnigramTokenizer,
-    _fuse_unknown,
     _Lattices,
     _words,
 )
@@ -89,6 +88,41 @@ def test_batch_encoding_equals_huggingface(trained, shakespeare, tmp_path):
     for batch in [plain, texts]:  # without special tokens: one numpy pass; with them: per text
         fresh = Tokenizer.load(tmp_path)  # nothing cached
         assert fresh.encode_batch(batch) == [e.ids for e in ref.encode_batch(batch)]
+
+
+def test_cache_shared_by_encode_and_batch(trained, shakespeare, tmp_path):
+    """Words repeated within a batch and across calls, texts that start with a space or a
+    '▁', empty ones: whatever the cache holds, ids stay those of Hugging Face."""
+    ours, ref = trained
+    ours.save(tmp_path)
+    texts = [t for t in SAMPLE if EOT not in t and "<unk>" not in t]
+    texts += lines(shakespeare[1][:1])[:300] + ["", " ", "a a a", f"{SPACE}a a", " a  a "]
+    expected = [e.ids for e in ref.encode_batch(texts, add_special_tokens=False)]
+    fresh = Tokenizer.load(tmp_path)
+    assert [fresh.encode(t) for t in texts[:50]] == expected[:50]  # some words cached
+    assert fresh.encode_batch(texts) == expected  # then the rest, in numpy
+    assert fresh.encode_batch(texts[::-1]) == expected[::-1]  # all cached
+    assert [fresh.encode(t) for t in texts] == expected
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"CACHE_SIZE": 500},  # the cache starts over in the middle of the texts
+        {"DENSE_TRIE": 0},  # transitions as sorted keys, for large alphabets
+        {"SCORE_TABLE": 3_000},  # the words segmented in many chunks
+    ],
+)
+def test_batch_encoding_limits(trained, shakespeare, tmp_path, monkeypatch, setting):
+    ours, ref = trained
+    ours.save(tmp_path)
+    for name, value in setting.items():
+        monkeypatch.setattr(unigram, name, value)
+    texts = lines(shakespeare[1][:1])[:1500] + ["日本語 😀", f"x{SPACE * 3}y", "Ωψ ΩaΩ"]
+    expected = [e.ids for e in ref.encode_batch(texts, add_special_tokens=False)]
+    fresh = Tokenizer.load(tmp_path)
+    for lo in range(0, len(texts), 400):  # later batches meet a filled cache
+        assert fresh.encode_batch(texts[lo : lo + 400]) == expected[lo : lo + 400]
 
 
 @settings(max_examples=300, deadline=None)
@@ -209,16 +243,24 @@ def segmentations(word, scores, unk_score):
 
 
 def single_word(tok, word):
-    """The one-word Python segmentation as the batch one reports it: (ids, token ends)."""
-    path = _fuse_unknown(tok._best_path(word), tok.unk_id)
+    """The one-word Python segmentation as (ids, token ends)."""
+    path = tok._best_path(word)
     return [id for _, _, id in path], [end for _, end, _ in path]
 
 
 def piece_scores(tok, word, batch):
     """Our segmentation of one pre-token as pieces (an <unk> run as its characters), by the
-    one-word Python path or the many-word numpy path."""
+    one-word Python path or the many-word numpy path (ids only: its one <unk> run, if any,
+    covers what the other pieces leave)."""
     if batch:
-        ids, ends = tok._best_paths(["▁x", word, "▁xyz"])[1]  # neighbours must not leak in
+        ids = tok._best_paths(["▁x", word, "▁xyz"])[1]  # neighbours must not leak in
+        assert ids.count(tok.unk_id) <= 1
+        known = sum(len(tok.id_to_token(id)) for id in ids if id != tok.unk_id)
+        ends = list(
+            itertools.accumulate(
+                len(word) - known if id == tok.unk_id else len(tok.id_to_token(id)) for id in ids
+            )
+        )
     else:
         ids, ends = single_word(tok, word)
     parts = []
@@ -250,10 +292,10 @@ def test_batch_and_single_word_segmentation_agree(trained, shakespeare):
     ours, _ = trained
     words = list(dict.fromkeys(w for t in lines(shakespeare[1][:2])[:400] for w in _words(t)))
     words += [f"{SPACE}Ωψ東京", f"{SPACE}x\u0301y", f"{SPACE}{'ab' * 40}"]
-    assert ours._best_paths(words) == [single_word(ours, w) for w in words]
+    assert ours._best_paths(words) == [tuple(single_word(ours, w)[0]) for w in words]
     tied = small_tokenizer(dict.fromkeys(SCORES, -2.0))
     tie_words = [f"{SPACE}abcabc", f"{SPACE}cabxab", f"{SPACE}bcabcab", "abcxxcab"] * 2
-    assert tied._best_paths(tie_words) == [single_word(tied, w) for w in tie_words]
+    assert tied._best_paths(tie_words) == [tuple(single_word(tied, w)[0]) for w in tie_words]
 
 
 def test_sampling_draws_each_segmentation_with_its_probability():

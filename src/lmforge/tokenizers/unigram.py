@@ -40,6 +40,7 @@ import re
 from array import array
 from collections import Counter
 from collections.abc import Iterable
+from itertools import accumulate, chain, repeat
 
 import numpy as np
 
@@ -49,23 +50,24 @@ from lmforge.tokenizers.base import Offset, Template, Tokenizer
 UNK = "<unk>"
 SPACE = "\u2581"  # '▁', SentencePiece's visible space
 MAX_PIECE_LENGTH = 16
-CODE_POINTS = 0x110001  # every Unicode character and SEPARATOR, for keys of the flat trie
-SEPARATOR = 0x110000  # not a character: ends a word in batch segmentation
 CACHE_SIZE = 200_000  # words whose segmentation is kept; the cache starts over when full
 BATCH_SEGMENTATION = 64  # from this many new words, segment them together in numpy
+DENSE_TRIE = 1 << 22  # transitions kept as a dense (node, character) table up to this size
+SCORE_TABLE = 1 << 22  # Viterbi scores held at once in batch segmentation (levels x words)
 UNK_PENALTY = 10.0  # <unk> scores this far below the rarest piece, as in SentencePiece and HF
-_WORD = re.compile(f"{SPACE}[^{SPACE}]*")
+_NO_PREPEND = ("", " ", SPACE)  # how texts start that get no '▁' put in front
 _METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "always", "split": True}
 
 
-def _metaspace(text: str) -> tuple[str, int]:
-    """The text with spaces as '▁' and a leading '▁', and how many characters were prepended."""
-    text = text.replace(" ", SPACE)
-    return (text, 0) if text.startswith(SPACE) else (SPACE + text, 1)
+def _bare_words(text: str) -> list[str]:
+    """The pre-tokens of `text` without their leading '▁': spaces and '▁' both cut, and the
+    empty part before a leading one dropped, since no '▁' is prepended there."""
+    words = text.replace(SPACE, " ").split(" ")
+    return words[1:] if text[:1] in _NO_PREPEND else words
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(_metaspace(text)[0]) if text else []
+    return [SPACE + word for word in _bare_words(text)]
 
 
 # -- lattices of one word, for encoding, sampling and finding a piece's alternatives
@@ -375,39 +377,61 @@ class UnigramTokenizer(Tokenizer):
         self._scores = [score for _, score in vocab]
         self._unk_score = min(self._scores) - UNK_PENALTY
         self._max_len = max(map(len, self._pieces), default=1)
-        # A character trie of the pieces, nodes as [id or None, children]: encoding extends
-        # a candidate one character at a time and stops as soon as no piece starts that way.
-        self._trie: list = [None, {}]
-        for piece, i in self._pieces.items():
-            node = self._trie
-            for ch in piece:
-                parent, node = node, node[1].get(ch)
-                if node is None:  # (setdefault would build a new node every time)
-                    node = parent[1][ch] = [None, {}]
-            node[0] = i
         self._edge_scores = np.array([*self._scores, self._unk_score])  # unknown: the last
-        # word -> (ids, end of each token): segmenting is the costly part of encoding.
-        self._cache: dict[str, tuple[list[int], list[int]]] = {}
+        # word (without its leading '▁') -> ids: segmenting is the costly part of encoding.
+        self._cache: dict[str, tuple[int, ...]] = {}
 
     @functools.cached_property
-    def _flat_trie(self) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
-        """The trie as arrays, for `_best_paths`: transition keys (parent * CODE_POINTS +
-        character) sorted, the child each leads to, where the transitions out of each depth
-        begin, and the piece id at each node (-1: none). Nodes are numbered breadth first,
-        so the transitions out of one depth are one run of the keys, a short search."""
-        keys, piece_at, runs = [], [-1], [0]
-        level = [(0, self._trie)]
-        while level:
-            deeper = []
-            for number, (_, children) in level:
-                for ch, child in children.items():
-                    keys.append(number * CODE_POINTS + ord(ch))
-                    piece_at.append(-1 if child[0] is None else child[0])
-                    deeper.append((len(piece_at) - 1, child))
-            runs.append(len(keys))
-            level = deeper
-        order = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
-        return np.array(keys, dtype=np.int64)[order], order + 1, runs, np.array(piece_at)
+    def _trie(self) -> tuple[np.ndarray, int, np.ndarray, int, np.ndarray]:
+        """The pieces as a character trie in arrays, for `_best_paths`: the alphabet (sorted
+        code points, then a sentinel above them all; character i of it has id i + 1, and 0
+        stands for any other), its width (ids per node), the transitions (see `_children`),
+        the number of nodes with children, and the piece id at each node (-1: none).
+
+        Node 0 is "no such node" and 1 the root; nodes with children come first, so a walk
+        that reaches a later one (a leaf) ends there. Built from the sorted pieces in numpy:
+        a piece's prefix of length d + 1 is a new node unless the piece before shares it."""
+        pieces = sorted(self._pieces)
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        depth = self._max_len
+        padded = "".join(p.ljust(depth, "\0") for p in pieces).encode("utf-32-le")
+        codes = np.frombuffer(padded, dtype=np.uint32).reshape(len(pieces), depth)
+        real = np.arange(depth) < lengths[:, None]  # not padding
+        alphabet = np.append(np.unique(codes[real]), np.uint32(0xFFFFFFFF))
+        chars = np.searchsorted(alphabet, codes) + 1
+        same = np.cumprod((codes[1:] == codes[:-1]) & real[:-1], axis=1)
+        shared = np.concatenate([[0], same.sum(axis=1)])  # prefix length shared with the last
+        new = real & (np.arange(depth) >= shared[:, None])
+        numbers = np.where(new, np.cumsum(new).reshape(new.shape) + 1, 0)
+        node = np.maximum.accumulate(numbers, axis=0)  # a shared prefix: the node above
+        parent = np.hstack([np.ones((len(pieces), 1), dtype=np.int64), node[:, :-1]])
+        child, parent, char = node[new], parent[new], chars[new]
+        has_children = np.bincount(parent, minlength=len(child) + 2) > 0
+        has_children[:2] = True
+        rank = np.empty(len(has_children), dtype=np.int64)
+        rank[np.argsort(~has_children, kind="stable")] = np.arange(len(has_children))
+        piece_at = np.full(len(has_children), -1, dtype=np.int64)
+        ids = np.fromiter(map(self._pieces.__getitem__, pieces), dtype=np.int64)
+        piece_at[rank[node[np.arange(len(pieces)), lengths - 1]]] = ids
+        width, internal = len(alphabet) + 1, int(has_children.sum())
+        keys, child = rank[parent] * width + char, rank[child]
+        if internal * width <= DENSE_TRIE:  # one lookup per step
+            transitions = np.zeros(internal * width, dtype=np.int64)
+            transitions[keys] = child
+        else:  # a large alphabet: sorted keys, searched
+            order = np.argsort(keys)
+            transitions = np.stack([keys[order], child[order]])
+        return alphabet, width, transitions, internal, piece_at
+
+    def _children(self, node: np.ndarray, char: np.ndarray) -> np.ndarray:
+        """The node that each (node with children, character id) leads to, 0 for none."""
+        _, width, transitions, _, _ = self._trie
+        key = node * width + char
+        if transitions.ndim == 1:  # dense
+            return transitions[key]
+        keys, children = transitions
+        at = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        return np.where(keys[at] == key, children[at], 0)
 
     # -- training
 
@@ -481,100 +505,131 @@ class UnigramTokenizer(Tokenizer):
 
     # -- encoding
 
-    def _segment(self, words: list[str]) -> None:
-        """Put the best segmentation of each word (pre-token) not seen before in the cache:
-        one at a time in Python for a few, all together in numpy for many."""
+    def _segment(self, words: Iterable[str]) -> None:
+        """Put the best segmentation of each word (pre-token, without its '▁') not seen
+        before in the cache: one at a time in Python for a few, all together in numpy for
+        many."""
         cache = self._cache
-        new = [w for w in dict.fromkeys(words) if w not in cache]
-        if len(cache) + len(new) > CACHE_SIZE:
+        new = set(words).difference(cache)
+        if len(cache) + len(new) > CACHE_SIZE:  # start over, keeping these words
             cache.clear()
+            new = set(words)
         if len(new) >= BATCH_SEGMENTATION:
-            cache.update(zip(new, self._best_paths(new)))
+            cache.update(zip(new, self._best_paths([SPACE + w for w in new])))
             return
         for word in new:
-            path = _fuse_unknown(self._best_path(word), self.unk_id)
-            cache[word] = ([id for *_, id in path], [end for _, end, _ in path])
+            cache[word] = tuple(id for _, _, id in self._best_path(SPACE + word))
 
     def _best_path(self, word: str) -> list[tuple[int, int, int]]:
-        """Viterbi in one forward pass over the word, without building the lattice: the same
-        path as `_viterbi(self._word_lattice(word))`, ties to the earliest start."""
-        n = len(word)
-        root, scores = self._trie[1], self._scores
-        best = [0.0] + [-math.inf] * n
-        back: list[tuple[int, int]] = [(0, 0)] * (n + 1)
-        for start in range(n):
-            base = best[start]
-            char_known = False
-            children = root
-            for end in range(start + 1, n + 1):
-                node = children.get(word[end - 1])
-                if node is None:  # no piece continues this way
-                    break
-                id, children = node
-                if id is None:
-                    continue
-                char_known |= end == start + 1
-                total = base + scores[id]
-                if total > best[end]:
-                    best[end], back[end] = total, (start, id)
-            if not char_known:
-                total = base + self._unk_score
-                if total > best[start + 1]:
-                    best[start + 1], back[start + 1] = total, (start, self.unk_id)
-        return _backtrack(back)
+        """The best segmentation of one word as (start, end, id), <unk> runs fused."""
+        return _fuse_unknown(_viterbi(self._word_lattice(word)), self.unk_id)
 
-    def _best_paths(self, words: list[str]) -> list[tuple[list[int], list[int]]]:
-        """The ids and token ends of each word's best segmentation (as `_best_path` finds
-        it, <unk> runs fused), for many words at once: walk the trie from every
-        character of every word together, one character per step, then find the best
-        paths of all their lattices together."""
-        # The words one after another, each followed by a separator that no transition
-        # takes, so a walk stops at its word's end. Node i is the point before character i
-        # (word w's nodes run from first[w] to its separator, first[w] + len(w)).
+    def _best_paths(self, words: list[str]) -> list[tuple[int, ...]]:
+        """The ids of each word's best segmentation (as `_best_path` finds it), for many
+        words at once, longest first, in chunks that keep the table of Viterbi scores (one
+        row per character position, one column per word) small."""
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        order = np.argsort(-lengths, kind="stable").tolist()
+        segmentations: list[tuple[int, ...]] = [()] * len(words)
+        lo = 0
+        while lo < len(words):
+            hi = lo + max(1, SCORE_TABLE // (len(words[order[lo]]) + 1))
+            chunk = order[lo:hi]
+            for i, ids in zip(chunk, self._best_paths_sorted([words[i] for i in chunk])):
+                segmentations[i] = ids
+            lo = hi
+        return segmentations
+
+    def _best_paths_sorted(self, words: list[str]) -> list[tuple[int, ...]]:
+        """`_best_paths` of words sorted longest first, so that the words at least k
+        characters long are the first count[k].
+
+        1. Walk the trie from every character of every word together, one character per
+           step: each node with a piece is an edge (start, length, piece) of a lattice.
+        2. Put each edge's score in a table by where it ends: the block of level k (the
+           k-th character of each word) has count[k] rows and one column per length that
+           can end there, longest first.
+        3. Viterbi level by level: best[k, w] is the best over lengths L of best[k - L, w]
+           plus the score of the edge, for all words at once; the first of equal totals
+           (the earliest start) wins, as in `_best_path` and Hugging Face.
+        4. Walk back from each word's end to read off its pieces."""
+        alphabet, _, _, internal, piece_at = self._trie
+        depth = self._max_len
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        n, longest = len(words), int(lengths[0])
+        # The words one after another, each followed by a separator that leads nowhere.
         first = np.cumsum(lengths + 1) - lengths - 1
-        text = "\0".join(words) + "\0"
-        chars = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        chars[first + lengths] = SEPARATOR
-        transitions, child, runs, piece_at = self._flat_trie
-        start = np.arange(len(chars))  # one walk from every character
-        node = np.zeros(len(chars), dtype=np.int64)
-        found = []  # (start, length, piece) of each piece occurrence
-        known = np.zeros(len(chars), dtype=bool)  # characters that are pieces themselves
-        known[first + lengths] = True  # and the separators, which are no characters
-        for length in range(1, len(runs) - 1):
-            lo, hi = runs[length - 1], runs[length]
-            key = node * CODE_POINTS + chars[start + length - 1]
-            at = lo + np.searchsorted(transitions[lo:hi], key)
-            go = transitions[np.minimum(at, hi - 1)] == key
-            start, node = start[go], child[at[go]]
-            if not start.size:
-                break
+        code = np.frombuffer(("\0".join(words) + "\0").encode("utf-32-le"), dtype=np.uint32)
+        at = np.searchsorted(alphabet, code)  # below the sentinel: always in range
+        chars = np.where(alphabet[at] == code, at + 1, 0)
+        chars[first + lengths] = 0
+        start = np.arange(len(chars))
+        node = np.ones_like(start)
+        found = []  # (start, length, piece) of the piece occurrences
+        for length in range(1, depth + 1):
+            node = self._children(node, chars[start + length - 1])
             piece = piece_at[node]
             hit = piece >= 0
             found.append((start[hit], np.full(np.count_nonzero(hit), length), piece[hit]))
-            if length == 1:
-                known[start[hit]] = True
-        unknown = np.flatnonzero(~known)  # an <unk> edge over each, scored as the last id
-        found.append((unknown, np.ones_like(unknown), np.full_like(unknown, len(self.vocab))))
+            if length == 1:  # characters that are no piece get an <unk> edge, scored last
+                unknown = np.ones(len(chars), dtype=bool)
+                unknown[start[hit]] = unknown[first + lengths] = False
+                unknown = np.flatnonzero(unknown)
+                found.append(
+                    (unknown, np.ones_like(unknown), np.full_like(unknown, len(self.vocab)))
+                )
+            go = (node > 0) & (node < internal)
+            start, node = start[go], node[go]
+            if not start.size:
+                break
         src, length, piece = (np.concatenate(parts) for parts in zip(*found))
-        word = np.repeat(np.arange(len(words)), lengths + 1)[src]
-        lattices = _Lattices(first, first + lengths, src, src + length, piece, word)
-        edges = lattices.best_paths(self._edge_scores[piece])
-        word = word[edges]
-        unknown = piece[edges] == len(self.vocab)
-        ids = np.where(unknown, self.unk_id, piece[edges]).tolist()
-        ends = (src[edges] + length[edges] - first[word]).tolist()
-        bounds = np.cumsum(np.bincount(word, minlength=len(words))).tolist()
-        has_unknown = np.bincount(word, unknown, minlength=len(words)).tolist()
+        word = np.repeat(np.arange(n), lengths + 1)[src]
+        end = src - first[word] + length
+        # 2. The edge table, a block per level.
+        level = np.arange(longest + 1)
+        count = np.searchsorted(-lengths, -level, side="right")  # words with >= k characters
+        span = np.minimum(level, depth)  # the lengths of edges that can end at level k
+        offset = np.concatenate([[0], np.cumsum(count * span)])  # level k's block starts here
+        cell = offset[end] + word * span[end] + span[end] - length
+        score = np.full(offset[-1], -np.inf)
+        score[cell] = self._edge_scores[piece]
+        pieces = np.empty(offset[-1], dtype=np.int64)
+        pieces[cell] = piece
+        # 3. Viterbi.
+        best = np.zeros((longest + 1, n))
+        back = np.zeros((longest + 1, n), dtype=np.int64)  # the length of the best last edge
+        for k in range(1, longest + 1):
+            c, m = int(count[k]), int(span[k])
+            totals = best[k - m : k, :c].T + score[offset[k] : offset[k + 1]].reshape(c, m)
+            choice = totals.argmax(axis=1)
+            best[k, :c] = totals[np.arange(c), choice]
+            back[k, :c] = m - choice
+        # 4. The pieces, read from each word's end.
+        words_at, ends, ids = [], [], []
+        active, at_level = np.arange(n), lengths.copy()
+        while active.size:
+            k = at_level[active]
+            last = back[k, active]
+            words_at.append(active)
+            ends.append(k)
+            ids.append(pieces[offset[k] + active * span[k] + span[k] - last])
+            at_level[active] = k - last
+            active = active[k > last]
+        words_at, ends, ids = np.concatenate(words_at), np.concatenate(ends), np.concatenate(ids)
+        order = np.lexsort((ends, words_at))  # by word, then position
+        ids = ids[order]
+        unknown = ids == len(self.vocab)
+        ids = np.where(unknown, self.unk_id, ids).tolist()
+        bounds = np.cumsum(np.bincount(words_at, minlength=n)).tolist()
+        has_unknown = np.bincount(words_at[order], unknown, minlength=n).tolist()
         segmentations, lo = [], 0
-        for hi, unknown in zip(bounds, has_unknown):
-            if unknown:  # rare: fuse the <unk> run
-                starts = [0, *ends[lo : hi - 1]]
-                path = _fuse_unknown(zip(starts, ends[lo:hi], ids[lo:hi]), self.unk_id)
-                segmentations.append(([id for *_, id in path], [end for _, end, _ in path]))
-            else:
-                segmentations.append((ids[lo:hi], ends[lo:hi]))
+        for hi, fuse in zip(bounds, has_unknown):
+            word_ids = ids[lo:hi]
+            if fuse:  # rare: a run of <unk> is one token
+                word_ids = [
+                    i for i, j in zip(word_ids, [None, *word_ids]) if i != j or i != self.unk_id
+                ]
+            segmentations.append(tuple(word_ids))
             lo = hi
         return segmentations
 
@@ -584,42 +639,58 @@ class UnigramTokenizer(Tokenizer):
         )
 
     def _encode_ordinary(self, text: str) -> list[int]:
-        words = _words(text)
-        cache = self._cache
+        words = _bare_words(text)
+        get = self._cache.__getitem__
         try:
-            return [id for word in words for id in cache[word][0]]
+            return list(chain.from_iterable(map(get, words)))
         except KeyError:  # words not seen before
             self._segment(words)
-            return [id for word in words for id in cache[word][0]]
+            return list(chain.from_iterable(map(get, words)))
 
     def encode_batch(
         self, texts: Iterable[str], add_special_tokens: bool = True
     ) -> list[list[int]]:
         texts = list(texts)
-        words = [_words(text) for text in texts]
-        self._segment([w for ws in words for w in ws])  # all new words at once
-        if (add_special_tokens and self.template) or any(map(self._specials_pattern.search, texts)):
+        # With a space in front of each text that metaspace puts a '▁' in front of, the
+        # words of all texts are the parts of their concatenation after each space (and
+        # '▁'), split in one call: a text of n spaces has the next n.
+        spaced = [t if t[:1] in _NO_PREPEND else " " + t for t in texts]
+        joined = "".join(spaced)
+        pattern = self._specials_pattern  # a match across two texts only costs time
+        if (add_special_tokens and self.template) or (pattern and pattern.search(joined)):
             return super().encode_batch(texts, add_special_tokens)
-        cache = self._cache
-        return [[id for word in ws for id in cache[word][0]] for ws in words]
+        if SPACE in joined:
+            joined = joined.replace(SPACE, " ")
+            spaced = [t.replace(SPACE, " ") for t in spaced]
+        words = joined.split(" ")[1:]  # [0] is the empty part before the first space
+        self._segment(words)  # all new words at once
+        # All ids in one list, then each text's share of it.
+        segmentations = list(map(self._cache.__getitem__, words))
+        ids = list(chain.from_iterable(segmentations))
+        ends = np.cumsum(np.fromiter(map(len, segmentations), dtype=np.int64, count=len(words)))
+        n_words = np.fromiter(map(str.count, spaced, repeat(" ")), dtype=np.int64, count=len(texts))
+        bounds = np.concatenate([[0], ends])[np.cumsum(n_words)].tolist()
+        return [ids[lo:hi] for lo, hi in zip([0, *bounds], bounds)]
 
     def _encode_ordinary_offsets(self, text: str) -> tuple[list[int], list[Offset]]:
         ids: list[int] = []
         offsets: list[Offset] = []
-        if not text:
-            return ids, offsets
-        normalized, shift = _metaspace(text)
-        matches = list(_WORD.finditer(normalized))
-        self._segment([m.group() for m in matches])
-        for match in matches:
-            at = match.start() - shift
-            word_ids, ends = self._cache[match.group()]
+        words = _bare_words(text)
+        self._segment(words)
+        at = -1 if text[:1] not in _NO_PREPEND else 0  # where the word's '▁' is; -1: put in front
+        for word in words:
+            word_ids = self._cache[word]
+            if self.unk_id in word_ids:  # how many characters an <unk> covers: from the path
+                ends = [end for _, end, _ in self._best_path(SPACE + word)]
+            else:
+                ends = list(accumulate(len(self.vocab[id][0]) for id in word_ids))
             start = 0
             for id, end in zip(word_ids, ends):
                 ids.append(id)
                 # The prepended '▁' stands where the first character is, as in HF.
                 offsets.append((max(at + start, 0), max(at + end, 1)))
                 start = end
+            at += len(word) + 1
         return ids, offsets
 
     def sample(self, text: str, alpha: float = 0.1, seed: int | None = None) -> list[int]:
