@@ -231,10 +231,14 @@ class TrainConfig(Section):
     )
     compile: bool = Field(False, description="wrap the model in torch.compile")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train")
-    parallel: Literal["none", "ddp", "fsdp", "tp"] = Field(
+    parallel: Literal["none", "ddp", "fsdp", "tp", "fsdp+tp"] = Field(
         "none",
-        description="under torchrun: ddp (data parallel), fsdp (sharded), tp (tensor parallel); "
-        "none uses ddp there; batch_size is per process for ddp and fsdp",
+        description="under torchrun: ddp (data parallel), fsdp (sharded), tp (tensor parallel), "
+        "fsdp+tp (a 2-D mesh: TP within groups of tp_size, FSDP across them); none uses ddp "
+        "there; batch_size is per data-parallel rank",
+    )
+    tp_size: int | None = Field(
+        None, ge=1, description="fsdp+tp: ranks per tensor-parallel group; null: one node's"
     )
     seed: int = Field(1337, description="seed for weights, data order and dropout")
     activation_checkpointing: bool = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from pathlib import Path
 
 import torch
@@ -51,3 +52,26 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.cache
+def matmul_peak(device: torch.device, precision: str = "fp32") -> float:
+    """FLOP/s of a square matmul in `precision` on `device`, the best of a few tenths of a
+    second: the denominator of model FLOPs utilisation (MFU)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    n = 4096 if device.type == "cuda" else 512  # big enough to keep the device busy
+    # a generator of its own: drawing from the global one would shift training's dropout
+    generator = torch.Generator(device).manual_seed(0)
+    a, b = torch.randn(2, n, n, generator=generator, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    best, started = float("inf"), time.perf_counter()
+    for _ in range(10):
+        t = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+        if time.perf_counter() - started > 0.2:
+            break
+    return 2 * n**3 / best

@@ -61,15 +61,15 @@ def run(overrides: dict, resume: bool = False, stop_at: int | None = None) -> No
         pretrain(cfg, resume=resume, progress=False, log=lambda s: None)
 
 
-def _worker(rank: int, port: int, jobs: list) -> None:
+def _worker(rank: int, port: int, jobs: list, world: int = 2) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
         RANK=str(rank),
         LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
+        WORLD_SIZE=str(world),
     )
-    torch.set_num_threads(1)  # two processes on two cores
+    torch.set_num_threads(1)  # two (or four) processes on two cores
     try:
         for overrides, resume, stop_at in jobs:
             run(overrides, resume, stop_at if rank == 0 else None)
@@ -111,6 +111,9 @@ def runs(tmp_path_factory):
         (config("tp", **{"train.parallel": "tp"}), False, None),
     ]
     mp.spawn(_worker, args=(free_port(), jobs), nprocs=2)
+    # a 2 x 2 mesh: TP within pairs of ranks, FSDP across the pairs, which split the batch
+    two_d = config("fsdp+tp", **{"train.parallel": "fsdp+tp", "train.tp_size": 2})
+    mp.spawn(_worker, args=(free_port(), [(two_d, False, None)], 4), nprocs=4)
     run(config("fsdp-then-single", one), resume=True)
     return root
 
@@ -135,13 +138,17 @@ def test_tensor_parallel_equals_one_process(runs):
     assert max_relative_difference(runs / "tp", runs / "single-tp") <= 1e-4
 
 
+def test_fsdp_over_tensor_parallel_equals_one_process_with_the_same_global_batch(runs):
+    assert max_relative_difference(runs / "fsdp+tp", runs / "single") <= 1e-4
+
+
 def test_fsdp_checkpoint_resumes_in_one_process_and_back(runs):
     # Steps 1-10 under one mode, 11-20 under the other, against 20 steps in one process.
     assert max_relative_difference(runs / "fsdp-then-single", runs / "single") <= 1e-4
     assert max_relative_difference(runs / "single-then-fsdp", runs / "single") <= 1e-4
     # The files are the single-process format: same tensors, same names.
     reference = load_file(runs / "single" / "model.safetensors")
-    for name in ("fsdp-then-single", "single-then-fsdp", "fsdp", "tp"):
+    for name in ("fsdp-then-single", "single-then-fsdp", "fsdp", "tp", "fsdp+tp"):
         weights = load_file(runs / name / "model.safetensors")
         assert weights.keys() == reference.keys(), name
 
@@ -176,6 +183,20 @@ def test_tensor_parallel_needs_heads_that_split_evenly():
     distributed.check_tensor_parallel(model, 2)
     with pytest.raises(LmforgeError, match="n_head=2.*multiple of 3"):
         distributed.check_tensor_parallel(model, 3)
+
+
+def test_mesh_sizes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two nodes of two: TP within each node
+    assert distributed.tensor_parallel_size("fsdp+tp") == 2
+    assert distributed.data_parallel_size("fsdp+tp") == 2
+    assert distributed.data_parallel_rank("fsdp+tp") == 1
+    assert distributed.data_parallel_size("tp") == 1
+    assert distributed.data_parallel_size("fsdp") == 4
+    assert distributed.data_parallel_rank("ddp") == 3
+    with pytest.raises(LmforgeError, match="tp_size to divide the 4 processes, got 3"):
+        distributed.tensor_parallel_size("fsdp+tp", 3)
 
 
 def test_several_processes_without_a_mode_use_ddp(monkeypatch):

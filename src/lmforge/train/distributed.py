@@ -13,21 +13,26 @@ and tensor parallel (TP), under `torchrun`.
         by input rows, so each rank computes its own heads and hidden units and one
         all-reduce per sub-layer sums the partial outputs. Embeddings, norms and the head are
         replicated.
+- fsdp+tp: both, on a 2-D mesh of (world / tp_size) x tp_size ranks: tensor parallel within
+        each row of tp_size ranks (by default the processes of one node, which have the
+        fastest links), and FSDP across the rows, which split the batch.
 
 The model code stays single-device: `wrap` changes a built `Transformer` in place (FSDP, TP) or
 wraps it (DDP). The one thing TP must tell the model is that an attention module now holds
-n_head / world of the heads (`MultiHeadAttention.n_head`, `n_kv_head`), which its reshapes use.
+n_head / tp of the heads (`MultiHeadAttention.n_head`, `n_kv_head`), which its reshapes use.
 
-The global batch of ddp and fsdp is batch_size x grad_accum_steps x world: each rank takes a
-fixed, disjoint slice of the batch a single process would draw with batch_size x world
-(`RankSlice`), so a run on N processes sees the same sequences as one process with the same
-global batch. Only rank 0 logs and writes; checkpoints hold full (unsharded) tensors in the
-single-process format, so a checkpoint moves freely between modes and world sizes.
+The global batch is batch_size x grad_accum_steps x the data-parallel size (world for ddp and
+fsdp, 1 for tp, world / tp_size for fsdp+tp): each data-parallel rank takes a fixed, disjoint
+slice of the batch a single process would draw (`RankSlice`), so a run on N processes sees the
+same sequences as one process with the same global batch. Only rank 0 logs and writes;
+checkpoints hold full (unsharded) tensors in the single-process format, so a checkpoint moves
+freely between modes and world sizes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -43,7 +48,7 @@ from lmforge.nn.block import Block
 from lmforge.nn.mlp import MLP
 
 T = TypeVar("T")
-MODES = ("none", "ddp", "fsdp", "tp")
+MODES = ("none", "ddp", "fsdp", "tp", "fsdp+tp")
 
 
 def world_size() -> int:
@@ -99,9 +104,32 @@ def resolve_mode(parallel: str, log: Callable[[str], None] = print) -> str:
     return parallel
 
 
-def data_parallel_size(mode: str) -> int:
-    """How many ranks split each global batch (TP ranks all see the same batch)."""
-    return world_size() if mode in ("ddp", "fsdp") else 1
+def tensor_parallel_size(mode: str, tp_size: int | None = None) -> int:
+    """How many ranks split each matrix: all of them for tp; for fsdp+tp `tp_size`, by default
+    the processes of one node (torchrun's LOCAL_WORLD_SIZE)."""
+    if mode == "tp":
+        return world_size()
+    if mode != "fsdp+tp":
+        return 1
+    size = tp_size or int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+    if size < 1 or world_size() % size:
+        raise LmforgeError(
+            f"fsdp+tp needs tp_size to divide the {world_size()} processes, got {size}; "
+            "set --train.tp_size"
+        )
+    return size
+
+
+def data_parallel_size(mode: str, tp_size: int | None = None) -> int:
+    """How many ranks split each global batch (the ranks of one TP group see the same rows)."""
+    if mode == "none":
+        return 1
+    return world_size() // tensor_parallel_size(mode, tp_size)
+
+
+def data_parallel_rank(mode: str, tp_size: int | None = None) -> int:
+    """This rank's row of the (data, tensor) mesh: its slice of the global batch."""
+    return rank() // tensor_parallel_size(mode, tp_size)
 
 
 def run_on_main(fn: Callable[[], T]) -> T:
@@ -175,23 +203,25 @@ class RankSlice:
 # ---------------------------------------------------------------- wrapping
 
 
-def check_tensor_parallel(model: nn.Module, world: int) -> None:
+def check_tensor_parallel(model: nn.Module, ways: int) -> None:
     """Heads and MLP units must split evenly across the ranks."""
     for m in model.modules():
-        if isinstance(m, MultiHeadAttention) and (m.n_head % world or m.n_kv_head % world):
+        if isinstance(m, MultiHeadAttention) and (m.n_head % ways or m.n_kv_head % ways):
             raise LmforgeError(
-                f"tensor parallel splits attention heads across {world} processes, but "
+                f"tensor parallel splits attention heads {ways} ways, but "
                 f"n_head={m.n_head}, n_kv_head={m.n_kv_head}; set --model.n_head (and "
-                f"n_kv_head) to a multiple of {world}, or use --train.parallel=fsdp"
+                f"n_kv_head) to a multiple of {ways}, or use --train.parallel=fsdp"
             )
-        if isinstance(m, MLP) and m.up.out_features % world:
+        if isinstance(m, MLP) and m.up.out_features % ways:
             raise LmforgeError(
-                f"tensor parallel splits the MLP's {m.up.out_features} hidden units across "
-                f"{world} processes; set --model.mlp_hidden to a multiple of {world}"
+                f"tensor parallel splits the MLP's {m.up.out_features} hidden units {ways} "
+                f"ways; set --model.mlp_hidden to a multiple of {ways}"
             )
 
 
-def wrap(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
+def wrap(
+    model: nn.Module, mode: str, device: torch.device, tp_size: int | None = None
+) -> nn.Module:
     """Apply `mode` to a built model (on `device`); returns the module to train."""
     if mode == "none":
         return model
@@ -201,40 +231,54 @@ def wrap(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
         return DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None
         )
+    if mode not in MODES:
+        raise LmforgeError(f"unknown train.parallel={mode!r}; choose one of {', '.join(MODES)}")
     from torch.distributed.device_mesh import init_device_mesh
 
-    world = world_size()
-    mesh = init_device_mesh(device.type, (world,))
-    if mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+    tp = tensor_parallel_size(mode, tp_size)
+    # rank = data_rank * tp + tensor_rank: a row of the mesh is one TP group
+    mesh = init_device_mesh(device.type, (world_size() // tp, tp), mesh_dim_names=("dp", "tp"))
+    if tp > 1:
+        _tensor_parallel(model, mesh["tp"])
+    if mode in ("fsdp", "fsdp+tp"):
+        _fully_shard(model, mesh["dp"])
+    if mode == "fsdp+tp":
+        # DTensor warns, on every rank, that the 2-D gradient norm and the full checkpoint
+        # take one collective per mesh dimension: expected, and far from the step's cost.
+        logging.getLogger("torch.distributed.tensor._redistribute").setLevel(logging.ERROR)
+    return model
 
-        # One unit per block: its weights are gathered just for its own forward and backward.
-        for m in model.modules():
-            if isinstance(m, Block):
-                fully_shard(m, mesh=mesh)
-        fully_shard(model, mesh=mesh)  # embeddings, final norm, head
-        return model
-    if mode == "tp":
-        from torch.distributed.tensor.parallel import (
-            ColwiseParallel,
-            RowwiseParallel,
-            parallelize_module,
-        )
 
-        check_tensor_parallel(model, world)
-        for m in list(model.modules()):
-            if isinstance(m, MultiHeadAttention):
-                plan = {"q": ColwiseParallel(), "k": ColwiseParallel(), "v": ColwiseParallel()}
-                parallelize_module(m, mesh, {**plan, "out": RowwiseParallel()})
-                m.n_head //= world  # the heads this rank holds
-                m.n_kv_head //= world
-            elif isinstance(m, MLP):
-                plan = {"up": ColwiseParallel(), "down": RowwiseParallel()}
-                if m.gate is not None:
-                    plan["gate"] = ColwiseParallel()
-                parallelize_module(m, mesh, plan)
-        return model
-    raise LmforgeError(f"unknown train.parallel={mode!r}; choose one of {', '.join(MODES)}")
+def _fully_shard(model: nn.Module, mesh) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    # One unit per block: its weights are gathered just for its own forward and backward.
+    for m in model.modules():
+        if isinstance(m, Block):
+            fully_shard(m, mesh=mesh)
+    fully_shard(model, mesh=mesh)  # embeddings, final norm, head
+
+
+def _tensor_parallel(model: nn.Module, mesh) -> None:
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    ways = mesh.size()
+    check_tensor_parallel(model, ways)
+    for m in list(model.modules()):
+        if isinstance(m, MultiHeadAttention):
+            plan = {"q": ColwiseParallel(), "k": ColwiseParallel(), "v": ColwiseParallel()}
+            parallelize_module(m, mesh, {**plan, "out": RowwiseParallel()})
+            m.n_head //= ways  # the heads this rank holds
+            m.n_kv_head //= ways
+        elif isinstance(m, MLP):
+            plan = {"up": ColwiseParallel(), "down": RowwiseParallel()}
+            if m.gate is not None:
+                plan["gate"] = ColwiseParallel()
+            parallelize_module(m, mesh, plan)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -271,24 +315,30 @@ def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
-    """torch's clip_grad_norm_, also for TP, where sharded (DTensor) and replicated (plain)
-    gradients cannot go through one foreach kernel; returns the global norm before clipping."""
+    """torch's clip_grad_norm_, also where gradients live on different meshes (TP shards,
+    replicated tensors, FSDP shards of either), which one foreach kernel cannot take: the
+    norm of each group of like gradients, combined. Returns the global norm before clipping."""
     from torch.distributed.tensor import DTensor
 
-    params = [p for p in model.parameters() if p.grad is not None]
-    sharded = [p for p in params if isinstance(p.grad, DTensor)]
-    if len(sharded) in (0, len(params)):
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    groups: dict = {}
+    for p in model.parameters():
+        if p.grad is not None:
+            g = p.grad
+            key = (g.device_mesh, g.placements) if isinstance(g, DTensor) else None
+            groups.setdefault(key, []).append(g)
+    if len(groups) == 1:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         return (norm.full_tensor() if isinstance(norm, DTensor) else norm).item()
-    plain = [p for p in params if not isinstance(p.grad, DTensor)]
-    sharded_norm = torch.nn.utils.get_total_norm([p.grad for p in sharded]).full_tensor()
-    plain_norm = torch.nn.utils.get_total_norm([p.grad for p in plain])
-    total = torch.linalg.vector_norm(torch.stack([sharded_norm, plain_norm.to(sharded_norm)]))
-    scale = min(1.0, max_norm / (total.item() + 1e-6))
+    norms = []
+    for grads in groups.values():
+        norm = torch.nn.utils.get_total_norm(grads)
+        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    total = torch.linalg.vector_norm(torch.stack([n.to(norms[0]) for n in norms])).item()
+    scale = min(1.0, max_norm / (total + 1e-6))
     if scale < 1.0:
-        for group in (sharded, plain):
-            torch._foreach_mul_([p.grad for p in group], scale)
-    return total.item()
+        for grads in groups.values():
+            torch._foreach_mul_(grads, scale)
+    return total
 
 
 # ---------------------------------------------------------------- full state for checkpoints

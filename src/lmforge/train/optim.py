@@ -57,7 +57,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
     elif cfg.optimizer in {"sgd", "rmsprop"}:
         options["momentum"] = cfg.momentum
     groups = param_groups(model, cfg.weight_decay)
-    if _mixes_dtensors(model):  # tensor parallel: one fused or foreach kernel cannot take both
+    if _mixes_meshes(model):  # tensor parallel: one fused or foreach kernel cannot take all
         return kind(groups, foreach=False, **options)
     try:  # one fused kernel for all parameters, where torch has it for this device
         return kind(groups, fused=True, **options)
@@ -65,11 +65,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
         return kind(groups, foreach=device.type != "mps", **options)
 
 
-def _mixes_dtensors(model: nn.Module) -> bool:
+def _mixes_meshes(model: nn.Module) -> bool:
+    """Parameters of more than one kind: plain tensors and DTensors, or DTensors on different
+    meshes (FSDP over TP shards the TP matrices on both mesh dimensions, the rest on one)."""
     from torch.distributed.tensor import DTensor
 
-    kinds = {isinstance(p, DTensor) for p in model.parameters()}
-    return len(kinds) == 2
+    kinds = {p.device_mesh if isinstance(p, DTensor) else None for p in model.parameters()}
+    return len(kinds) > 1
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -210,7 +210,7 @@ def pretrain(
     model = Transformer(cfg.model).to(device)
     model.checkpoint_activations(cfg.train.activation_checkpointing)
     t = cfg.train.model_copy(update={"parallel": mode})
-    data_ranks = distributed.data_parallel_size(mode)
+    data_ranks = distributed.data_parallel_size(mode, t.tp_size)
     tokens_per_step = t.batch_size * t.grad_accum_steps * cfg.model.block_size * data_ranks
     ranks = f"; {distributed.world_size()} processes, {mode}" if mode != "none" else ""
     log(
@@ -223,7 +223,8 @@ def pretrain(
     # Each rank keeps its slice of the global batch one process would draw (TP: all of it).
     sampler = WindowSampler(train_tokens, cfg.model.block_size, t.batch_size * data_ranks, t.seed)
     if data_ranks > 1:
-        sampler = distributed.RankSlice(sampler, distributed.rank(), data_ranks)
+        data_rank = distributed.data_parallel_rank(mode, t.tp_size)
+        sampler = distributed.RankSlice(sampler, data_rank, data_ranks)
     objective = {}
     if masked:
         mlm = masked_objective(tokenizer, cfg.model.vocab_size, t.seed)
@@ -236,7 +237,7 @@ def pretrain(
         }
     try:
         result = train(
-            distributed.wrap(model, mode, device),
+            distributed.wrap(model, mode, device, t.tp_size),
             t,
             sampler,
             valid_tokens,
@@ -261,7 +262,7 @@ def pretrain(
 
     def finish() -> dict:
         whole = model
-        if mode in ("fsdp", "tp"):  # FSDP and TP hold pieces: take the checkpoint just written
+        if distributed.is_sharded(model):  # FSDP and TP hold pieces: take the checkpoint written
             whole = Transformer(cfg.model).to(device)
             load_weights(whole, run_dir)
         return _finish(

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from lmforge.config import TrainConfig
 from lmforge.data import WindowSampler
-from lmforge.device import autocast
+from lmforge.device import autocast, matmul_peak
 from lmforge.errors import LmforgeError
 from lmforge.train import distributed
 from lmforge.train.checkpoint import load_checkpoint, save_best, save_checkpoint
@@ -233,7 +233,12 @@ def train(
         if main
         else None
     )
-    forward = torch.compile(model) if cfg.compile else model
+    forward = model
+    if cfg.compile:
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
+        forward = torch.compile(model)
     if evaluate_fn is None:
         eval_sampler = WindowSampler(
             valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1
@@ -242,8 +247,11 @@ def train(
         cfg.batch_size
         * cfg.grad_accum_steps
         * sampler.block_size
-        * distributed.data_parallel_size(cfg.parallel)
+        * distributed.data_parallel_size(cfg.parallel, cfg.tp_size)
     )
+    # model FLOPs utilisation: the model's matmul FLOPs over what the processes' matmuls reach
+    flops_per_token = getattr(distributed.unwrap(model), "flops_per_token", lambda: 0)()
+    peak = matmul_peak(device, precision) * distributed.world_size()
 
     def write(**record) -> None:
         if log is not None:
@@ -326,6 +334,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             dt = time.perf_counter() - t0
+            tokens_per_s = tokens_per_step / dt
+            mfu = tokens_per_s * flops_per_token / peak
             if step % cfg.log_interval == 0 or step == cfg.max_steps:
                 write(
                     event="train",
@@ -333,10 +343,15 @@ def train(
                     loss=loss_value,
                     lr=lr,
                     grad_norm=grad_norm,
-                    tokens_per_s=tokens_per_step / dt,
+                    tokens_per_s=tokens_per_s,
+                    mfu=mfu,
                 )
             bar.set_postfix(
-                loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}", refresh=False
+                loss=f"{loss_value:.3f}",
+                lr=f"{lr:.2e}",
+                tok_s=f"{tokens_per_s:,.0f}",
+                mfu=f"{mfu:.0%}",
+                refresh=False,
             )
             bar.update(1)
             # Ranks stop together: a Ctrl-C or the clock seen by one of them stops them all.
