@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import sys
 import tempfile
@@ -57,8 +58,9 @@ def hf_run(model, ids, n):
     return out[:, ids.size(1) :].tolist()
 
 
-def ours_run(model, ids, n):
-    return [g.ids for g in generate(model, ids.tolist(), n, Sampling(temperature=0))]
+def ours_run(model, ids, n, decode_model=None):
+    greedy = Sampling(temperature=0)
+    return [g.ids for g in generate(model, ids.tolist(), n, greedy, decode_model=decode_model)]
 
 
 def speeds(run, model, ids, n, repeat=2):
@@ -107,7 +109,11 @@ def main() -> int:
         measure("transformers fp32", hf_run, hf, 4)
         measure("transformers bf16", hf_run, copy.deepcopy(hf).to(torch.bfloat16), 2, 1)
         measure("lmforge fp32", ours_run, ours, 4)
-        measure("lmforge bf16", ours_run, copy.deepcopy(ours).to(torch.bfloat16), 2, 1)
+        ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
+        measure("lmforge bf16", ours_run, ours_bf16, 2, 1)
+        # fp32 weights read the prompt, the bf16 copy decodes (lmforge.infer.precision)
+        mixed = functools.partial(ours_run, decode_model=ours_bf16)
+        measure("lmforge mixed", mixed, ours, 2, 1)
         # int8 runs once: its kernel is slow on CPUs without AVX-512 (see docs/inference.md).
         measure("lmforge int8", ours_run, quantize_int8(copy.deepcopy(ours)), 1, 1)
         _, hf_batch_tps, _ = speeds(hf_run, hf, batch, n, 1)
@@ -137,6 +143,10 @@ def main() -> int:
         "ids_match_transformers": ids_match,
         "decode_speedup_vs_transformers_best": best["decode_tok_s"] / hf_best_tps,
         "prefill_speedup_fp32": hf_prefill / results["lmforge fp32"]["prefill_s"],
+        "mixed_vs_transformers_fp32": {
+            "prefill": hf_prefill / results["lmforge mixed"]["prefill_s"],
+            "decode": results["lmforge mixed"]["decode_tok_s"] / hf_tps,
+        },
         "batch8_tok_s": {
             "transformers_fp32": hf_batch_tps,
             "lmforge_fp32": ours_batch_tps,

@@ -15,8 +15,8 @@ def register(sub) -> None:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument(
-        "--precision", action="append", choices=["fp32", "bf16", "int8"], default=None,
-        help="repeatable; default fp32 and bf16",
+        "--precision", action="append", choices=["fp32", "bf16", "int8", "mixed"],
+        default=None, help="repeatable; default fp32, bf16 and mixed",
     )  # fmt: skip
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(run=run)
@@ -30,7 +30,7 @@ def run(args, extra) -> int:
     from lmforge.device import pick_device
     from lmforge.errors import LmforgeError
     from lmforge.infer import Sampling, generate, load_model_and_tokenizer
-    from lmforge.infer.quantize import quantize_int8
+    from lmforge.infer.precision import inference_models
 
     if args.prompt_tokens < 1 or args.new_tokens < 2 or args.batch < 1:
         raise LmforgeError("give --prompt-tokens >= 1, --new-tokens >= 2 and --batch >= 1")
@@ -44,16 +44,13 @@ def run(args, extra) -> int:
         0, tokenizer.vocab_size, (args.batch, prompt_tokens), generator=generator
     )
     rows = []
-    for precision in args.precision or ["fp32", "bf16"]:
-        variant = copy.deepcopy(model)
-        if precision == "bf16":
-            variant = variant.to(torch.bfloat16)
-        elif precision == "int8":
-            variant = quantize_int8(variant)
+    for precision in args.precision or ["fp32", "bf16", "mixed"]:
+        variant, decode_variant = inference_models(copy.deepcopy(model), precision)
 
-        def timed(n, variant=variant):
+        def timed(n, variant=variant, decode_variant=decode_variant):
             start = time.perf_counter()
-            generate(variant, prompts.tolist(), n, Sampling(temperature=0))
+            greedy = Sampling(temperature=0)
+            generate(variant, prompts.tolist(), n, greedy, decode_model=decode_variant)
             return time.perf_counter() - start
 
         timed(2)  # warm up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from lmforge.cli.generate import add_sampling_arguments, sampling_from
+from lmforge.cli.generate import add_sampling_arguments, load_for_generation, sampling_from
 
 
 def register(sub) -> None:
@@ -16,11 +16,10 @@ def register(sub) -> None:
 
 
 def run(args, extra) -> int:
-    from lmforge.device import pick_device
-    from lmforge.infer import TextStream, generate, load_model_and_tokenizer
+    from lmforge.infer import TextStream, generate
     from lmforge.infer.chat import DEFAULT_STOP, DEFAULT_TEMPLATE, load_chat_template
 
-    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
+    model, decode_model, tokenizer = load_for_generation(args)
     template = load_chat_template(args.model)
     stops = list(args.stop) + ([] if template else DEFAULT_STOP)
     template = template or DEFAULT_TEMPLATE
@@ -55,6 +54,7 @@ def run(args, extra) -> int:
             stop_ids=eot,
             seed=args.seed,
             on_token=on_token,
+            decode_model=decode_model,
         )
         print(stream.finish())
         history.append({"role": "assistant", "content": stream.text.strip()})

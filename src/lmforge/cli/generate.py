@@ -19,6 +19,25 @@ def add_sampling_arguments(p) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="fix the sampling for reproducibility")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "int8", "mixed"],
+        help="weights for the prompt and the decode steps: mixed = fp32 prompt, bf16 decode; "
+        "auto: bf16 on fast-bf16 hardware, else mixed for one sequence, fp32 for several",
+    )
+
+
+def load_for_generation(args, rows: int = 1):
+    """(model, decode model or None, tokenizer) from args.model in args.precision, `rows`
+    being how many sequences decode together."""
+    from lmforge.device import pick_device
+    from lmforge.infer import load_model_and_tokenizer
+    from lmforge.infer.precision import inference_models, resolve
+
+    device = pick_device(args.device)
+    model, tokenizer = load_model_and_tokenizer(args.model, device)
+    return *inference_models(model, resolve(args.precision, device, rows)), tokenizer
 
 
 def sampling_from(args):
@@ -50,11 +69,10 @@ def register(sub) -> None:
 
 
 def run(args, extra) -> int:
-    from lmforge.device import pick_device
-    from lmforge.infer import TextStream, generate, load_model_and_tokenizer
+    from lmforge.infer import TextStream, generate
 
     sampling = sampling_from(args)
-    model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
+    model, decode_model, tokenizer = load_for_generation(args, rows=args.num_beams)
     stream = TextStream(tokenizer, args.stop)
     print(args.prompt, end="", flush=True)
 
@@ -75,6 +93,7 @@ def run(args, extra) -> int:
         length_penalty=args.length_penalty,
         logprobs=args.logprobs,
         on_token=on_token if args.num_beams == 1 else None,
+        decode_model=decode_model,
     )
     if args.num_beams > 1:  # beams settle only at the end
         for token in result.ids:

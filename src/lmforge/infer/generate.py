@@ -23,6 +23,12 @@ finished with `early_stopping=True`, or at `max_new_tokens`.
 A decoder-only model that reaches its context (`block_size`) keeps going on a sliding
 window: each step then re-reads the last `block_size` tokens, as a model without a cache
 would. Beam search stops at the context instead.
+
+Prefill and decode may run on two copies of the weights (`decode_model`; see
+`lmforge.infer.precision`): prefill multiplies the whole prompt by each weight, so it is
+bound by arithmetic, while a decode step multiplies one token by each, so it is bound by
+reading the weights, which fewer bytes (bf16) speed up. The cache is converted to the decode
+copy's dtype after the prefill.
 """
 
 from __future__ import annotations
@@ -82,6 +88,14 @@ class StaticCache(KVCache):
             self.layers.append(StaticLayerCache(self.capacity))
         return self.layers[i]
 
+    def to(self, dtype: torch.dtype) -> None:
+        """Convert the cached keys and values (a decode copy in another precision reads them)."""
+        for layer in self.layers:
+            if layer.k is not None and layer.k.dtype != dtype:
+                layer.k, layer.v = layer.k.to(dtype), layer.v.to(dtype)
+            if layer.cross is not None:
+                layer.cross = (layer.cross[0].to(dtype), layer.cross[1].to(dtype))
+
     def reorder(self, index: torch.Tensor) -> None:
         """Keep the rows in `index` (beam search follows its surviving beams)."""
         for layer in self.layers:
@@ -93,10 +107,14 @@ class StaticCache(KVCache):
 
 class _Decoder:
     """One model, one batch: feeds token columns through the model with the cache, the
-    mask and the positions, and says what comes back."""
+    mask and the positions, and says what comes back. The prompt goes through `model`, the
+    decode steps through `decode_model` (by default the same)."""
 
-    def __init__(self, model, prompts: list[list[int]], capacity: int, source=None):
+    def __init__(
+        self, model, prompts: list[list[int]], capacity: int, source=None, decode_model=None
+    ):
         self.model = model
+        self.decode_model = decode_model or model
         self.device = next(model.parameters()).device
         self.encoder_decoder = model.config.arch == "encoder-decoder"
         width = max(map(len, prompts))
@@ -111,20 +129,21 @@ class _Decoder:
     def mask(self) -> torch.Tensor:
         return (self.tokens != PAD).long()
 
-    def prefill(self) -> torch.Tensor:
-        """Logits (batch, vocab) after the prompts."""
+    def prefill(self, window: int | None = None) -> torch.Tensor:
+        """Logits (batch, vocab) after the prompts (or the last `window` tokens)."""
         self.cache = StaticCache(self.capacity)
-        return self._run(self.tokens)
+        logits = self._run(self.model, self.tokens[:, -(window or self.tokens.size(1)) :])
+        self.cache.to(_dtype(self.decode_model))
+        return logits
 
     def step(self, next_ids: torch.Tensor) -> torch.Tensor:
         """Append one column of tokens (PAD where a sequence has finished); logits after it."""
         self.tokens = torch.cat([self.tokens, next_ids[:, None]], dim=1)
         if self.cache.length + 1 > self.model.config.block_size:  # slide: re-read the window
-            self.cache = StaticCache(self.capacity)
-            return self._run(self.tokens[:, -self.model.config.block_size :])
-        return self._run(self.tokens[:, -1:])
+            return self.prefill(self.model.config.block_size)
+        return self._run(self.decode_model, self.tokens[:, -1:])
 
-    def _run(self, columns: torch.Tensor) -> torch.Tensor:
+    def _run(self, model, columns: torch.Tensor) -> torch.Tensor:
         window = self.tokens[:, -(self.cache.length + columns.size(1)) :]
         mask = (window != PAD).long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -columns.size(1) :]
@@ -132,21 +151,27 @@ class _Decoder:
         full = bool(mask.all())
         if self.encoder_decoder:
             encoder_hidden, source_mask = self.source
-            body = self.model.body(
+            body = model.body(
                 None,
                 source_mask,
                 decoder_input_ids=ids,
                 decoder_attention_mask=None if full else mask,
-                encoder_hidden=encoder_hidden,
+                encoder_hidden=encoder_hidden.to(_dtype(model)),
                 cache=self.cache,
             )
         else:
             padded = {} if full else {"attention_mask": mask, "positions": positions}
-            body = self.model.body(ids, cache=self.cache, **padded)
+            body = model.body(ids, cache=self.cache, **padded)
         # Only the last position's logits are needed: the head (vocabulary x width, the
         # largest matrix) runs once, not once per prompt token.
         body.hidden = body.hidden[:, -1:]
-        return self.model.head(body)[:, -1].float()
+        return model.head(body)[:, -1].float()
+
+
+def _dtype(model) -> torch.dtype:
+    """The dtype a model computes in: its embedding table's (int8 layers keep activations
+    in it)."""
+    return model.tok_embed.weight.dtype
 
 
 def _check(model, prompts, max_new_tokens, num_beams):
@@ -183,6 +208,7 @@ def generate(
     logprobs: bool = False,
     decoder_start_id: int | None = None,
     on_token: Callable[[int, int], bool] | None = None,
+    decode_model: torch.nn.Module | None = None,
 ) -> list[Generation]:
     """Continue each prompt (a list of token ids); one `Generation` per prompt.
 
@@ -190,12 +216,16 @@ def generate(
     `decoder_start_id`. `logprobs` records the log-probability of each chosen token under
     the model (before any filter or penalty). `on_token(row, id)` is called for each new
     token as it is chosen (not in beam search, whose beams change until the end); when it
-    returns True that sequence ends there (a stop string, say)."""
+    returns True that sequence ends there (a stop string, say). `decode_model`, the same
+    model in another precision (`lmforge.infer.precision.inference_models`), runs the decode
+    steps; the prompts go through `model`."""
     prompts = [list(p) for p in prompts]
     sampling = sampling or Sampling()
     _check(model, prompts, max_new_tokens, num_beams)
     was_training = model.training
     model.eval()
+    if decode_model is not None:
+        decode_model.eval()
     try:
         if model.config.arch == "encoder-decoder":
             if decoder_start_id is None:
@@ -206,19 +236,19 @@ def generate(
             if num_beams > 1:
                 return _beam_search(
                     model, starts, source, capacity, max_new_tokens, num_beams, length_penalty,
-                    early_stopping, stop_ids, sampling,
+                    early_stopping, stop_ids, sampling, decode_model,
                 )  # fmt: skip
-            decoder = _Decoder(model, starts, capacity, source)
+            decoder = _Decoder(model, starts, capacity, source, decode_model)
         else:
             if num_beams > 1:
                 longest = max(map(len, prompts))
                 capacity = min(longest + max_new_tokens, model.config.block_size)
                 return _beam_search(
                     model, prompts, None, capacity, capacity - longest, num_beams,
-                    length_penalty, early_stopping, stop_ids, sampling,
+                    length_penalty, early_stopping, stop_ids, sampling, decode_model,
                 )  # fmt: skip
             capacity = min(max(map(len, prompts)) + max_new_tokens, model.config.block_size)
-            decoder = _Decoder(model, prompts, capacity)
+            decoder = _Decoder(model, prompts, capacity, None, decode_model)
         return _sample(decoder, max_new_tokens, sampling, stop_ids, seed, logprobs, on_token)
     finally:
         model.train(was_training)
@@ -273,13 +303,14 @@ def _sample(decoder: _Decoder, max_new_tokens, sampling, stop_ids, seed, want_lo
 
 def _beam_search(
     model, prompts, source, capacity, max_new_tokens, num_beams, length_penalty,
-    early_stopping, stop_ids, sampling,
+    early_stopping, stop_ids, sampling, decode_model=None,
 ) -> list[Generation]:  # fmt: skip
     """Beam search for each prompt; the beams of prompt b are rows b*k .. b*k+k-1."""
     k = num_beams
     device = next(model.parameters()).device
     batch = len(prompts)
-    decoder = _Decoder(model, [p for p in prompts for _ in range(k)], capacity, source)
+    beams = [p for p in prompts for _ in range(k)]
+    decoder = _Decoder(model, beams, capacity, source, decode_model)
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     keep = max(2, 1 + len(stops)) * k  # candidates per step: enough to refill k after stops
     running_score = torch.full((batch, k), -1e9, device=device)
