@@ -95,3 +95,30 @@ def test_format_version_and_foreign_files(tmp_path):
 def test_bad_special_tokens(specials):
     with pytest.raises(LmforgeError, match="special tokens must be distinct"):
         Tokenizer.train(TRAIN, algorithm="char", special_tokens=specials)
+
+
+def test_encode_batch_pauses_the_cyclic_gc_and_restores_it(tok):
+    import gc
+
+    seen = []
+    original = type(tok).encode
+
+    def spy(self, text, add_special_tokens=True):
+        seen.append(gc.isenabled())
+        if text == "boom":
+            raise ValueError("boom")
+        return original(self, text, add_special_tokens)
+
+    type(tok).encode = spy
+    try:
+        assert tok.encode_batch(["ab", "ba"]) == [tok.encode("ab"), tok.encode("ba")]
+        assert seen[:2] == [False, False] and gc.isenabled()
+        with pytest.raises(ValueError):
+            tok.encode_batch(["boom"])
+        assert gc.isenabled()  # back on after an error too
+        gc.disable()
+        tok.encode_batch(["ab"])
+        assert not gc.isenabled()  # left off when it was off
+    finally:
+        gc.enable()
+        type(tok).encode = original

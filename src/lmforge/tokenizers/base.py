@@ -11,6 +11,7 @@ come last. Tokenizers are saved as a Hugging Face `tokenizer.json`, so
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import re
 from abc import ABC, abstractmethod
@@ -22,6 +23,27 @@ from typing import ClassVar
 import numpy as np
 
 from lmforge.errors import LmforgeError
+
+
+def without_cyclic_gc(method):
+    """Run `method` with Python's cyclic garbage collector paused. Encoding a batch allocates
+    many small lists and tuples that never form cycles, and each allocation burst triggers
+    collections that walk every live object: in a process holding many (after training a
+    tokenizer, say) that was a third of `encode_batch`'s time. Reference counting still
+    frees everything as usual."""
+
+    @functools.wraps(method)
+    def paused(*args, **kwargs):
+        if not gc.isenabled():
+            return method(*args, **kwargs)
+        gc.disable()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused
+
 
 TOKENIZER_FILE = "tokenizer.json"
 EOT = "<|endoftext|>"  # separates documents in the token stream
@@ -436,6 +458,7 @@ class Tokenizer(ABC):
         specials = sorted(self.special_tokens, key=len, reverse=True)  # longest match first
         return re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
 
+    @without_cyclic_gc
     def encode_batch(
         self, texts: Iterable[str], add_special_tokens: bool = True
     ) -> list[list[int]]:

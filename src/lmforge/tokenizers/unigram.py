@@ -45,7 +45,7 @@ from itertools import accumulate, chain, repeat
 import numpy as np
 
 from lmforge.errors import LmforgeError
-from lmforge.tokenizers.base import Offset, Template, Tokenizer
+from lmforge.tokenizers.base import Offset, Template, Tokenizer, without_cyclic_gc
 
 UNK = "<unk>"
 SPACE = "\u2581"  # '▁', SentencePiece's visible space
@@ -647,6 +647,7 @@ class UnigramTokenizer(Tokenizer):
             self._segment(words)
             return list(chain.from_iterable(map(get, words)))
 
+    @without_cyclic_gc
     def encode_batch(
         self, texts: Iterable[str], add_special_tokens: bool = True
     ) -> list[list[int]]:
