@@ -199,6 +199,12 @@ class TrainConfig(Section):
     )
     batch_size: int = Field(16, ge=1, description="sequences per micro-batch")
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="pretraining: tokens per optimizer step over all processes; sets "
+        "grad_accum_steps to batch_tokens / (batch_size x block_size x data-parallel ranks)",
+    )
     optimizer: Literal["adamw", "adam", "adadelta", "rmsprop", "sgd"] = Field(
         "adamw", description="torch.optim optimizer (fused or foreach kernels where they exist)"
     )
@@ -259,6 +265,9 @@ class RunConfig(Section):
     overwrite: bool = Field(False, description="replace an existing run directory")
     sample_prompt: str = Field("\n", description="prompt for the sample written at the end")
     sample_tokens: int = Field(300, ge=0, description="tokens to generate for the final sample")
+    eval_sample_tokens: int = Field(
+        64, ge=0, description="a language model's sample at each periodic evaluation; 0: none"
+    )
     sample_temperature: float = Field(0.8, gt=0, description="sampling temperature")
     sample_top_k: int = Field(50, ge=0, description="keep the k most likely tokens; 0 keeps all")
 

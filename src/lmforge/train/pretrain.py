@@ -189,6 +189,8 @@ def pretrain(
     if not distributed.is_main():  # rank 0 speaks for all
         log, progress = (lambda message: None), False
     mode = distributed.resolve_mode(cfg.train.parallel, log)
+    data_ranks = distributed.data_parallel_size(mode, cfg.train.tp_size)
+    accumulate = accumulation(cfg, data_ranks)  # before anything is written
     precision = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)  # the same initial weights and dropout stream on every rank
     run_dir = cfg.run_dir
@@ -209,10 +211,11 @@ def pretrain(
     token_bytes = torch.tensor(tokenizer.token_bytes())
     model = Transformer(cfg.model).to(device)
     model.checkpoint_activations(cfg.train.activation_checkpointing)
-    t = cfg.train.model_copy(update={"parallel": mode})
-    data_ranks = distributed.data_parallel_size(mode, t.tp_size)
+    t = cfg.train.model_copy(update={"parallel": mode, "grad_accum_steps": accumulate})
     tokens_per_step = t.batch_size * t.grad_accum_steps * cfg.model.block_size * data_ranks
     ranks = f"; {distributed.world_size()} processes, {mode}" if mode != "none" else ""
+    if t.grad_accum_steps > 1:
+        ranks = f" in {t.grad_accum_steps} micro-batches{ranks}"
     log(
         f"model: {model.num_parameters():,} parameters, "
         f"{model.flops_per_token() / 1e6:.1f} MFLOPs/token (train); device {device}, {precision}; "
@@ -226,6 +229,9 @@ def pretrain(
         data_rank = distributed.data_parallel_rank(mode, t.tp_size)
         sampler = distributed.RankSlice(sampler, data_rank, data_ranks)
     objective = {}
+    if not masked and cfg.run.eval_sample_tokens and mode in ("none", "ddp"):
+        # by rank 0 alone: a sharded (FSDP, TP) model's forward would need every rank
+        objective["sample_fn"] = lambda m: _sample(cfg, m, tokenizer, cfg.run.eval_sample_tokens)
     if masked:
         mlm = masked_objective(tokenizer, cfg.model.vocab_size, t.seed)
         eval_sampler = WindowSampler(valid_tokens, cfg.model.block_size, t.batch_size, t.seed + 1)
@@ -285,15 +291,32 @@ def masked_objective(tokenizer: Tokenizer, vocab_size: int, seed: int) -> Masked
     )
 
 
-def _sample(cfg: Config, model, tokenizer: Tokenizer) -> str:
+def accumulation(cfg: Config, data_ranks: int) -> int:
+    """Micro-batches per step: what makes train.batch_tokens (in place of grad_accum_steps,
+    say a preset's), else train.grad_accum_steps."""
+    t = cfg.train
+    if not t.batch_tokens:
+        return t.grad_accum_steps
+    micro = t.batch_size * cfg.model.block_size * data_ranks
+    if t.batch_tokens % micro:
+        raise LmforgeError(
+            f"train.batch_tokens={t.batch_tokens} is not a multiple of the {micro:,} tokens of "
+            f"one micro-batch (batch_size {t.batch_size} x block_size {cfg.model.block_size} x "
+            f"{data_ranks} data-parallel ranks); use {max(1, t.batch_tokens // micro) * micro} "
+            "or change batch_size"
+        )
+    return t.batch_tokens // micro
+
+
+def _sample(cfg: Config, model, tokenizer: Tokenizer, tokens: int | None = None) -> str:
     prompt = tokenizer.encode(cfg.run.sample_prompt, add_special_tokens=False) or [
         tokenizer.eot_id or 0
     ]
     sampling = Sampling(temperature=cfg.run.sample_temperature, top_k=cfg.run.sample_top_k)
     stop_ids = [i for i in [tokenizer.eot_id] if i is not None]
-    [generation] = generate(
-        model, [prompt], cfg.run.sample_tokens, sampling, stop_ids=stop_ids, seed=cfg.train.seed
-    )
+    tokens = cfg.run.sample_tokens if tokens is None else tokens
+    seed = cfg.train.seed  # a generator of its own: the training RNG stays as it was
+    [generation] = generate(model, [prompt], tokens, sampling, stop_ids=stop_ids, seed=seed)
     return cfg.run.sample_prompt + tokenizer.decode(generation.ids)
 
 

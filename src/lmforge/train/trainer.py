@@ -207,6 +207,7 @@ def train(
     loss_fn: Callable[[torch.nn.Module, object], torch.Tensor] = lm_loss,
     evaluate_fn: Callable[[torch.nn.Module], dict] | None = None,
     monitor: EarlyStopping | None = None,
+    sample_fn: Callable[[torch.nn.Module], str] | None = None,
 ) -> TrainResult:
     """Train `model` in place up to cfg.max_steps, checkpointing into `run_dir`.
 
@@ -214,6 +215,8 @@ def train(
     `evaluate_fn(model)` returns the validation figures (default: LM loss and bits per byte
     on `valid_tokens`). A `monitor` watches one of them: the best weights so far are kept in
     best.safetensors, and with a patience the run stops once the metric stops improving.
+    `sample_fn(model)`, text the model generates, is shown and logged at each periodic
+    evaluation (by rank 0, on the unwrapped model; it must leave the global RNG alone).
     Under torchrun, `model` is already wrapped for `cfg.parallel` and `sampler` yields this
     rank's share of each batch; every rank calls this."""
     run_dir = Path(run_dir)
@@ -366,6 +369,10 @@ def train(
                         f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)
                     )
                     bar.write(f"step {step}: valid {shown}")
+                    if sample_fn is not None:
+                        text = sample_fn(distributed.unwrap(model))
+                        write(event="sample", step=step, text=text)
+                        bar.write(f"step {step}: sample {text!r}")
                 checkpoint(step)
                 if monitor is not None and monitor.should_stop:
                     if main:
