@@ -61,3 +61,20 @@ def test_batch_tokens_that_do_not_fit_are_refused_before_anything_is_written(
     with pytest.raises(LmforgeError, match=message):
         pretrain(cfg, **QUIET)
     assert not cfg.run_dir.exists()
+
+
+def test_a_non_finite_loss_names_the_step_and_the_last_checkpoint(tiny_config, monkeypatch):
+    from lmforge.train import trainer
+
+    calls = []
+    real = trainer.causal_lm_loss
+
+    def fails_at_step_15(logits, targets, **kwargs):
+        calls.extend([1] if logits.requires_grad else [])  # training steps, not evaluations
+        loss = real(logits, targets, **kwargs)
+        return loss * float("nan") if len(calls) == 15 else loss
+
+    monkeypatch.setattr(trainer, "causal_lm_loss", fails_at_step_15)
+    cfg = tiny_config(**{"run.eval_sample_tokens": 0})
+    with pytest.raises(LmforgeError, match=r"nan at step 15; the last checkpoint, of step 10"):
+        pretrain(cfg, **QUIET)

@@ -279,7 +279,10 @@ def train(
             stop.saving = False
         return result
 
+    saved_step = start  # of the checkpoint on disk (0: none)
+
     def checkpoint(step: int) -> None:
+        nonlocal saved_step
         stop.saving = True
         # The training time so far travels with the checkpoint: a time budget spans resumes.
         elapsed = time.perf_counter() - started
@@ -287,6 +290,7 @@ def train(
         if monitor is not None:
             extra["monitor"] = asdict(monitor)
         save_checkpoint(run_dir, model, optimizer, step, extra)
+        saved_step = step
         stop.saving = False
 
     budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
@@ -325,9 +329,14 @@ def train(
             # the mean over the global batch, the same figure on every rank
             loss_value = distributed.mean_over_ranks(loss_sum / cfg.grad_accum_steps)
             if not math.isfinite(loss_value):  # stop before the update spoils the weights
+                last = (
+                    f"the last checkpoint, of step {saved_step}, is in {run_dir}"
+                    if saved_step
+                    else "no checkpoint was written yet"
+                )
                 raise LmforgeError(
-                    f"training loss became {loss_value} at step {step + 1}; lower "
-                    "--train.learning_rate and resume from the last checkpoint with --resume"
+                    f"training loss became {loss_value} at step {step + 1}; {last}: lower "
+                    "--train.learning_rate and resume with --resume (or start again)"
                 )
             if cfg.grad_clip > 0:
                 grad_norm = distributed.clip_grad_norm(model, cfg.grad_clip)
