@@ -27,8 +27,9 @@ would. Beam search stops at the context instead.
 Prefill and decode may run on two copies of the weights (`decode_model`; see
 `lmforge.infer.precision`): prefill multiplies the whole prompt by each weight, so it is
 bound by arithmetic, while a decode step multiplies one token by each, so it is bound by
-reading the weights, which fewer bytes (bf16) speed up. The cache is converted to the decode
-copy's dtype after the prefill.
+reading the weights, which fewer bytes (bf16) speed up. The cache keeps the prefill's
+precision, and attention runs in it (`MultiHeadAttention`), so a bf16 decode copy still
+attends in fp32, which is fast on every CPU.
 """
 
 from __future__ import annotations
@@ -88,14 +89,6 @@ class StaticCache(KVCache):
             self.layers.append(StaticLayerCache(self.capacity))
         return self.layers[i]
 
-    def to(self, dtype: torch.dtype) -> None:
-        """Convert the cached keys and values (a decode copy in another precision reads them)."""
-        for layer in self.layers:
-            if layer.k is not None and layer.k.dtype != dtype:
-                layer.k, layer.v = layer.k.to(dtype), layer.v.to(dtype)
-            if layer.cross is not None:
-                layer.cross = (layer.cross[0].to(dtype), layer.cross[1].to(dtype))
-
     def reorder(self, index: torch.Tensor) -> None:
         """Keep the rows in `index` (beam search follows its surviving beams)."""
         for layer in self.layers:
@@ -132,9 +125,7 @@ class _Decoder:
     def prefill(self, window: int | None = None) -> torch.Tensor:
         """Logits (batch, vocab) after the prompts (or the last `window` tokens)."""
         self.cache = StaticCache(self.capacity)
-        logits = self._run(self.model, self.tokens[:, -(window or self.tokens.size(1)) :])
-        self.cache.to(_dtype(self.decode_model))
-        return logits
+        return self._run(self.model, self.tokens[:, -(window or self.tokens.size(1)) :])
 
     def step(self, next_ids: torch.Tensor) -> torch.Tensor:
         """Append one column of tokens (PAD where a sequence has finished); logits after it."""

@@ -144,6 +144,10 @@ class MultiHeadAttention(nn.Module):
                 k, v = cache.append(k, v)
         if rope is not None and context is None:
             q = apply_rope(q, *rope)
+        # A cache kept in another precision (fp32 keys and values for bf16 decode weights,
+        # lmforge.infer.precision) sets the attention's: bf16 attention is slow on many CPUs.
+        compute_dtype = q.dtype
+        q = q.to(k.dtype)
         causal = self.causal and context is None
         dropout_p = self.dropout if self.training else 0.0
         weights = None
@@ -153,4 +157,4 @@ class MultiHeadAttention(nn.Module):
         else:
             heads = attention(q, k, v, causal, mask, dropout_p, self.explicit)
         concat = heads.transpose(1, 2).reshape(b, t, self.n_head * self.head_dim)
-        return self.resid_dropout(self.out(concat)), weights
+        return self.resid_dropout(self.out(concat.to(compute_dtype))), weights
