@@ -1,7 +1,8 @@
 """Generation speed: lmforge vs transformers' generate(), same GPT-2-124M weights, one run.
 
-Greedy decoding of a 128-token prompt on the CPU. Prefill is timed as the first new token;
-decode tokens/s as (N - 1) / (time for N tokens - time for 1). The ids of lmforge in fp32
+Greedy decoding of a 128-token prompt on the CPU. From the arrival time of each new token
+(transformers' streamer, lmforge's on_token): prefill is the time to the first, decode
+tokens/s the N - 1 tokens after it over the time they took. The ids of lmforge in fp32
 must equal transformers' in fp32. Model-bandwidth utilisation (MBU) = bytes read per
 decode step (the weights each token multiplies by, plus the KV cache) x tokens/s, over
 the machine's read bandwidth measured first. Prints a table, then one JSON line.
@@ -42,11 +43,29 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
-def best_of(fn, repeat: int = 2):
-    return min((timed(fn) for _ in range(repeat)), key=lambda r: r[0])
+class Stamps:
+    """When each new token arrives: transformers' streamer interface (`put` gets the prompt
+    first, then each step's tokens) and lmforge's `on_token` callback (once per row)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if self.prompt_seen:
+            self.times.append(time.perf_counter())
+        self.prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+    def on_token(self, row: int, token: int) -> bool:
+        if row == 0:
+            self.times.append(time.perf_counter())
+        return False
 
 
-def hf_run(model, ids, n):
+def hf_run(model, ids, n, stamps):
     out = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
@@ -54,19 +73,30 @@ def hf_run(model, ids, n):
         min_new_tokens=n,
         do_sample=False,
         pad_token_id=0,
+        streamer=stamps,
     )
     return out[:, ids.size(1) :].tolist()
 
 
-def ours_run(model, ids, n, decode_model=None):
+def ours_run(model, ids, n, stamps, decode_model=None):
     greedy = Sampling(temperature=0)
-    return [g.ids for g in generate(model, ids.tolist(), n, greedy, decode_model=decode_model)]
+    out = generate(
+        model, ids.tolist(), n, greedy, decode_model=decode_model, on_token=stamps.on_token
+    )
+    return [g.ids for g in out]
 
 
 def speeds(run, model, ids, n, repeat=2):
-    prefill_s, _ = best_of(lambda: run(model, ids, 1), repeat)
-    total_s, out = best_of(lambda: run(model, ids, n), repeat)
-    return prefill_s, (n - 1) * ids.size(0) / (total_s - prefill_s), out
+    """Prefill seconds (to the first new token) and decode tokens/s (over the tokens after
+    it), each the best of `repeat` runs, from the arrival times of the tokens of one run."""
+    prefill, rate = float("inf"), 0.0
+    for _ in range(repeat):
+        stamps, start = Stamps(), time.perf_counter()
+        out = run(model, ids, n, stamps)
+        first, last = stamps.times[0], stamps.times[-1]
+        prefill = min(prefill, first - start)
+        rate = max(rate, (len(stamps.times) - 1) * ids.size(0) / (last - first))
+    return prefill, rate, out
 
 
 def decode_bytes(model, weight_bytes: int, ctx: int) -> int:
