@@ -26,7 +26,7 @@ def from_jsonl(path) -> dict[str, list[tuple[int, float]]]:
     out: dict[str, list[tuple[int, float]]] = {}
     for row in MetricsLog.read(path):
         for name, value in row.items():
-            if name not in {"event", "step"}:
+            if name not in {"event", "step"} and isinstance(value, int | float):  # not samples
                 out.setdefault(f"{row['event']}/{name}", []).append((row["step"], value))
     return out
 
