@@ -63,7 +63,8 @@ def matmul_peak(device: torch.device, precision: str = "fp32") -> float:
     # a generator of its own: drawing from the global one would shift training's dropout
     generator = torch.Generator(device).manual_seed(0)
     a, b = torch.randn(2, n, n, generator=generator, device=device).to(dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    syncs = {"cuda": torch.cuda.synchronize, "mps": lambda: torch.mps.synchronize()}
+    sync = syncs.get(device.type, lambda: None)  # GPU kernels return before they finish
     a @ b
     sync()
     best, started = float("inf"), time.perf_counter()

@@ -1,11 +1,12 @@
 """Inference precisions, the mixed one above all: the prompt through fp32 weights, the decode
-steps through a bf16 copy reading a cache converted to bf16."""
+steps through a bf16 copy, attending over the fp32 cache the prompt left."""
 
 import copy
 
 import pytest
 import torch
 
+import lmforge.device
 from lmforge.cli import main
 from lmforge.config import ModelConfig
 from lmforge.infer import Sampling, generate
@@ -41,7 +42,10 @@ def test_mixed_prefills_in_fp32_and_decodes_like_the_fp32_model(arch):
     fp32, bf16 = P.inference_models(m, "mixed")
     assert bf16.tok_embed.weight.dtype == torch.bfloat16
     start = {"decoder_start_id": 2} if arch == "encoder-decoder" else {}
+    calls = []
+    bf16.head.register_forward_hook(lambda *_: calls.append(1))
     mixed = generate(fp32, PROMPTS, 10, GREEDY, logprobs=True, decode_model=bf16, **start)
+    assert len(calls) == 9  # every decode step, and not the prefill, ran on the bf16 copy
     for row, g in enumerate(mixed):
         # Score what mixed chose with the fp32 model, without a cache: the first token
         # (prefill, fp32 weights) exactly, the rest to bf16's precision.
@@ -62,15 +66,17 @@ def test_mixed_beam_search_runs_on_the_bf16_copy():
     assert [len(g.ids) for g in mixed] == [6, 6]
     # near-ties may part the beams; the best sequence of a sharp model stays
     assert sum(a.ids == b.ids for a, b in zip(mixed, plain)) >= 1
+    assert [a.score for a in mixed] != [b.score for b in plain]  # bf16 did decode
 
 
 def test_auto_picks_by_hardware_and_rows(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(lmforge.device, "cpu_has_fast_bf16", lambda: False)
     assert P.resolve("auto", cpu, rows=1) == "mixed"
     assert P.resolve("auto", cpu, rows=4) == "fp32"
     assert P.resolve("int8", cpu) == "int8"
-    monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: True)
+    assert P.resolve("auto", torch.device("mps")) == "fp32"
+    monkeypatch.setattr(lmforge.device, "cpu_has_fast_bf16", lambda: True)
     assert P.resolve("auto", cpu, rows=4) == "bf16"
     with pytest.raises(ValueError, match="choose one of"):
         P.inference_models(model(), "fp8")

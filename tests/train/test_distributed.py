@@ -112,9 +112,14 @@ def runs(tmp_path_factory):
     ]
     mp.spawn(_worker, args=(free_port(), jobs), nprocs=2)
     # a 2 x 2 mesh: TP within pairs of ranks, FSDP across the pairs, which split the batch
-    two_d = config("fsdp+tp", **{"train.parallel": "fsdp+tp", "train.tp_size": 2})
-    mp.spawn(_worker, args=(free_port(), [(two_d, False, None)], 4), nprocs=4)
+    mesh = {"train.parallel": "fsdp+tp", "train.tp_size": 2}
+    two_d = [
+        (config("fsdp+tp", **mesh), False, None),
+        (config("fsdp+tp-then-single", **mesh), False, STOP_AT),
+    ]
+    mp.spawn(_worker, args=(free_port(), two_d, 4), nprocs=4)
     run(config("fsdp-then-single", one), resume=True)
+    run(config("fsdp+tp-then-single", one), resume=True)
     return root
 
 
@@ -146,9 +151,11 @@ def test_fsdp_checkpoint_resumes_in_one_process_and_back(runs):
     # Steps 1-10 under one mode, 11-20 under the other, against 20 steps in one process.
     assert max_relative_difference(runs / "fsdp-then-single", runs / "single") <= 1e-4
     assert max_relative_difference(runs / "single-then-fsdp", runs / "single") <= 1e-4
+    assert max_relative_difference(runs / "fsdp+tp-then-single", runs / "single") <= 1e-4
     # The files are the single-process format: same tensors, same names.
     reference = load_file(runs / "single" / "model.safetensors")
-    for name in ("fsdp-then-single", "single-then-fsdp", "fsdp", "tp", "fsdp+tp"):
+    names = ("fsdp-then-single", "single-then-fsdp", "fsdp", "tp", "fsdp+tp", "fsdp+tp-then-single")
+    for name in names:
         weights = load_file(runs / name / "model.safetensors")
         assert weights.keys() == reference.keys(), name
 
@@ -197,6 +204,10 @@ def test_mesh_sizes(monkeypatch):
     assert distributed.data_parallel_rank("ddp") == 3
     with pytest.raises(LmforgeError, match="tp_size to divide the 4 processes, got 3"):
         distributed.tensor_parallel_size("fsdp+tp", 3)
+    with pytest.raises(LmforgeError, match="tp_size is for train.parallel=fsdp.tp, not ddp"):
+        distributed.data_parallel_size("ddp", 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")  # not under torchrun: one node of them all
+    assert distributed.tensor_parallel_size("fsdp+tp") == 4
 
 
 def test_several_processes_without_a_mode_use_ddp(monkeypatch):

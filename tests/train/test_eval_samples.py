@@ -50,8 +50,8 @@ def test_batch_tokens_sets_the_accumulation(tiny_config):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"train.batch_tokens": 500}, r"not a multiple of the 128 tokens.*use 384"),
-        ({"train.batch_tokens": 64}, r"not a multiple of the 128 tokens.*use 128"),
+        ({"train.batch_tokens": 500}, r"not a multiple of the 128 tokens.*such as 384"),
+        ({"train.batch_tokens": 64}, r"not a multiple of the 128 tokens.*such as 128"),
     ],
 )
 def test_batch_tokens_that_do_not_fit_are_refused_before_anything_is_written(

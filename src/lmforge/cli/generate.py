@@ -22,9 +22,10 @@ def add_sampling_arguments(p) -> None:
     p.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "fp32", "bf16", "int8", "mixed"],
+        choices=["auto", "fp32", "bf16", "int8", "mixed"],  # lmforge.infer.precision
         help="weights for the prompt and the decode steps: mixed = fp32 prompt, bf16 decode; "
-        "auto: bf16 on fast-bf16 hardware, else mixed for one sequence, fp32 for several",
+        "auto: bf16 on fast-bf16 hardware, on other CPUs mixed for one sequence and fp32 for "
+        "several, else fp32 (bf16 output can differ slightly from fp32's)",
     )
 
 

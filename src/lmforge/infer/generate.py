@@ -117,6 +117,7 @@ class _Decoder:
         self.cache = StaticCache(capacity)
         self.capacity = capacity
         self.source = source  # encoder-decoder: (encoder output, source mask)
+        self._hidden: dict[torch.dtype, torch.Tensor] = {}
 
     @property
     def mask(self) -> torch.Tensor:
@@ -134,6 +135,12 @@ class _Decoder:
             return self.prefill(self.model.config.block_size)
         return self._run(self.decode_model, self.tokens[:, -1:])
 
+    def _encoder_hidden(self, dtype: torch.dtype) -> torch.Tensor:
+        """The encoder output in a decoding model's dtype, converted once."""
+        if dtype not in self._hidden:
+            self._hidden[dtype] = self.source[0].to(dtype)
+        return self._hidden[dtype]
+
     def _run(self, model, columns: torch.Tensor) -> torch.Tensor:
         window = self.tokens[:, -(self.cache.length + columns.size(1)) :]
         mask = (window != PAD).long()
@@ -141,13 +148,13 @@ class _Decoder:
         ids = columns.clamp(min=0)
         full = bool(mask.all())
         if self.encoder_decoder:
-            encoder_hidden, source_mask = self.source
+            source_mask = self.source[1]
             body = model.body(
                 None,
                 source_mask,
                 decoder_input_ids=ids,
                 decoder_attention_mask=None if full else mask,
-                encoder_hidden=encoder_hidden.to(_dtype(model)),
+                encoder_hidden=self._encoder_hidden(_dtype(model)),
                 cache=self.cache,
             )
         else:

@@ -10,9 +10,11 @@ mixed  the prompt through fp32 weights (prefill multiplies every prompt token by
        weight: bound by arithmetic), the decode steps through a bf16 copy (each step
        multiplies one token per sequence by each weight: bound by reading them). The
        best of both on CPUs without fast bf16, for 1.5x the weight memory.
-auto   bf16 where bf16 is fast; elsewhere mixed when one sequence decodes, and fp32 for
-       batches and beams, since a bf16 matmul of several rows is slower than fp32's
-       there (docs/inference.md).
+auto   bf16 where bf16 is fast (GPUs with bf16, CPUs with AMX or AVX-512 BF16); on other
+       CPUs mixed when one sequence decodes and fp32 for batches and beams, since a bf16
+       matmul of several rows is slower than fp32's there (docs/inference.md); fp32 on
+       anything else. Greedy text and log-probabilities from bf16 weights can differ
+       slightly from fp32's.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import copy
 import torch
 from torch import nn
 
-from lmforge.device import cpu_has_fast_bf16
+from lmforge.device import resolve_precision
 from lmforge.infer.quantize import quantize_int8
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "mixed")
@@ -32,9 +34,7 @@ def resolve(precision: str, device: torch.device, rows: int = 1) -> str:
     """'auto' made concrete for `rows` sequences decoded together (batch x beams)."""
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu" and cpu_has_fast_bf16():
+    if resolve_precision("auto", device) == "bf16":  # training's rule: fast bf16 hardware
         return "bf16"
     return "mixed" if rows == 1 and device.type == "cpu" else "fp32"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import inspect
 import json
 import re
 from abc import ABC, abstractmethod
@@ -31,6 +32,8 @@ def without_cyclic_gc(method):
     collections that walk every live object: in a process holding many (after training a
     tokenizer, say) that was a third of `encode_batch`'s time. Reference counting still
     frees everything as usual."""
+
+    assert not inspect.isgeneratorfunction(method), "the collector would be back before it runs"
 
     @functools.wraps(method)
     def paused(*args, **kwargs):

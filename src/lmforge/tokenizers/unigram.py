@@ -53,7 +53,7 @@ MAX_PIECE_LENGTH = 16
 CACHE_SIZE = 200_000  # words whose segmentation is kept; the cache starts over when full
 BATCH_SEGMENTATION = 64  # from this many new words, segment them together in numpy
 DENSE_TRIE = 1 << 22  # transitions kept as a dense (node, character) table up to this size
-SCORE_TABLE = 1 << 22  # Viterbi scores held at once in batch segmentation (levels x words)
+SCORE_TABLE = 1 << 22  # cells of the score tables of one batch segmentation chunk (see below)
 UNK_PENALTY = 10.0  # <unk> scores this far below the rarest piece, as in SentencePiece and HF
 _NO_PREPEND = ("", " ", SPACE)  # how texts start that get no '▁' put in front
 _METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "always", "split": True}
@@ -526,14 +526,16 @@ class UnigramTokenizer(Tokenizer):
 
     def _best_paths(self, words: list[str]) -> list[tuple[int, ...]]:
         """The ids of each word's best segmentation (as `_best_path` finds it), for many
-        words at once, longest first, in chunks that keep the table of Viterbi scores (one
-        row per character position, one column per word) small."""
+        words at once, longest first, in chunks that keep the score tables small: per word,
+        Viterbi's has a cell per character position and the edge table one per (position,
+        edge length), so a word of n characters costs about (n + 1) x (1 + min(n, max_len))."""
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         order = np.argsort(-lengths, kind="stable").tolist()
         segmentations: list[tuple[int, ...]] = [()] * len(words)
         lo = 0
         while lo < len(words):
-            hi = lo + max(1, SCORE_TABLE // (len(words[order[lo]]) + 1))
+            n = len(words[order[lo]])  # the chunk's longest word
+            hi = lo + max(1, SCORE_TABLE // ((n + 1) * (1 + min(n, self._max_len))))
             chunk = order[lo:hi]
             for i, ids in zip(chunk, self._best_paths_sorted([words[i] for i in chunk])):
                 segmentations[i] = ids

@@ -107,6 +107,11 @@ def resolve_mode(parallel: str, log: Callable[[str], None] = print) -> str:
 def tensor_parallel_size(mode: str, tp_size: int | None = None) -> int:
     """How many ranks split each matrix: all of them for tp; for fsdp+tp `tp_size`, by default
     the processes of one node (torchrun's LOCAL_WORLD_SIZE)."""
+    if tp_size and mode != "fsdp+tp":
+        raise LmforgeError(
+            f"train.tp_size is for train.parallel=fsdp+tp, not {mode} (tp splits across every "
+            "process); leave it unset or use fsdp+tp"
+        )
     if mode == "tp":
         return world_size()
     if mode != "fsdp+tp":
@@ -326,7 +331,7 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
             g = p.grad
             key = (g.device_mesh, g.placements) if isinstance(g, DTensor) else None
             groups.setdefault(key, []).append(g)
-    if len(groups) == 1:
+    if len(groups) <= 1:  # one kernel takes them all (or there are none)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         return (norm.full_tensor() if isinstance(norm, DTensor) else norm).item()
     norms = []

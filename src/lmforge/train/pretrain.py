@@ -214,6 +214,9 @@ def pretrain(
     t = cfg.train.model_copy(update={"parallel": mode, "grad_accum_steps": accumulate})
     tokens_per_step = t.batch_size * t.grad_accum_steps * cfg.model.block_size * data_ranks
     ranks = f"; {distributed.world_size()} processes, {mode}" if mode != "none" else ""
+    if mode == "fsdp+tp":
+        tp = distributed.tensor_parallel_size(mode, t.tp_size)
+        ranks += f" on a {data_ranks} x {tp} mesh (fsdp x tp)"
     if t.grad_accum_steps > 1:
         ranks = f" in {t.grad_accum_steps} micro-batches{ranks}"
     log(
@@ -302,8 +305,8 @@ def accumulation(cfg: Config, data_ranks: int) -> int:
         raise LmforgeError(
             f"train.batch_tokens={t.batch_tokens} is not a multiple of the {micro:,} tokens of "
             f"one micro-batch (batch_size {t.batch_size} x block_size {cfg.model.block_size} x "
-            f"{data_ranks} data-parallel ranks); use {max(1, t.batch_tokens // micro) * micro} "
-            "or change batch_size"
+            f"{data_ranks} data-parallel ranks); use a multiple of it, such as "
+            f"{max(1, t.batch_tokens // micro) * micro}, or change batch_size"
         )
     return t.batch_tokens // micro
 

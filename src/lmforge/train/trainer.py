@@ -14,6 +14,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,6 +85,28 @@ def lm_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) ->
     """Pretraining's objective: the next-token loss of a window."""
     x, y = batch
     return causal_lm_loss(model(x), y)
+
+
+class CompiledOrEager(torch.nn.Module):
+    """`torch.compile(model)`, and `model` itself from the first call that fails to compile
+    (no C++ compiler, an unsupported operation), with a warning: training goes on eagerly."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.compiled = model, torch.compile(model)
+
+    def forward(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # compilation runs on the first calls
+                warnings.warn(
+                    f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                    "training goes on without it",
+                    stacklevel=2,
+                )
+                self.compiled = None
+        return self.model(*args, **kwargs)
 
 
 class MaskedLM:
@@ -236,12 +259,7 @@ def train(
         if main
         else None
     )
-    forward = model
-    if cfg.compile:
-        import torch._dynamo
-
-        torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
-        forward = torch.compile(model)
+    forward = CompiledOrEager(model) if cfg.compile else model
     if evaluate_fn is None:
         eval_sampler = WindowSampler(
             valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1
