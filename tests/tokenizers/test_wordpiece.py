@@ -474,3 +474,17 @@ def test_unsupported_tokenizer_json(vocab_file, tmp_path):
 def test_ascii_pre_tokenizer_splits_as_the_unicode_one(text):
     """The `re` shortcut for ASCII text must cut exactly where the full pattern does."""
     assert _ASCII_PRE_TOKEN.findall(text) == _PRE_TOKEN.findall(text)
+
+
+def test_encode_batch_equals_transformers_through_a_cache_that_fills(
+    vocab_file, shakespeare, monkeypatch
+):
+    from lmforge.tokenizers import wordpiece
+
+    monkeypatch.setattr(wordpiece, "CACHE_SIZE", 50)  # starts over many times
+    ours = WordPieceTokenizer.from_vocab_file(vocab_file)
+    ref = bert_reference(vocab_file)
+    lines = SAMPLES + shakespeare[1][0].splitlines()[:200]
+    got = ours.encode_batch(lines)
+    assert got == [ref(text)["input_ids"] for text in lines]
+    assert [ours.encode(text) for text in lines] == got  # the cache as encode left it

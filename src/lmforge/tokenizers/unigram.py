@@ -339,20 +339,22 @@ def _prune(pieces, logp, is_char, lattices, counts, size: int) -> np.ndarray:
 
     Removing a piece sends each of its uses (in the best segmentations) to its own best
     segmentation by the other pieces, as in SentencePiece: the loss is the drop in
-    log-likelihood, freq * (log p(piece) - sum of log p(alternatives) after the move)."""
+    log-likelihood, freq * (log p(piece) - sum of log p(alternatives) after the move).
+    The alternatives of all pieces are found together, by batch segmentation."""
     freq = lattices.viterbi_counts(logp, counts)
     total = freq.sum()
-    index = {p: i for i, p in enumerate(pieces)}
-    scores = logp.tolist()
     loss = np.full(len(pieces), -np.inf)  # never used (freq 0): dropped
-    for i in np.flatnonzero((freq > 0) & ~is_char):
-        piece = pieces[i]
-        lattice = _lattice(piece, index, scores, -1, 0.0, len(piece), skip_whole=True)
-        alternatives = [id for _, _, id in _viterbi(lattice)]
-        f = freq[i]
-        log_total = math.log(total + f * (len(alternatives) - 1))
-        logp_alternatives = sum(math.log(freq[a] + f) - log_total for a in alternatives)
-        loss[i] = f * (math.log(f / total) - logp_alternatives)
+    used = np.flatnonzero((freq > 0) & ~is_char)
+    if used.size:
+        by_others = UnigramTokenizer([(UNK, 0.0), *zip(pieces, logp.tolist())], 0, [UNK])
+        paths = by_others._best_paths([pieces[i] for i in used], skip_whole=True)
+        n = np.fromiter(map(len, paths), dtype=np.int64, count=len(paths))
+        alternatives = np.fromiter(chain.from_iterable(paths), dtype=np.int64) - 1  # <unk>
+        f = freq[used]
+        log_total = np.log(total + f * (n - 1))
+        logs = np.log(freq[alternatives] + np.repeat(f, n))
+        logp_alternatives = np.add.reduceat(logs, np.cumsum(n) - n) - n * log_total
+        loss[used] = f * (np.log(f / total) - logp_alternatives)
     ranked = np.argsort(-loss, kind="stable")[: np.count_nonzero(loss > -np.inf)]
     keep = is_char.copy()
     keep[ranked[: max(size - int(is_char.sum()), 0)]] = True
@@ -524,11 +526,13 @@ class UnigramTokenizer(Tokenizer):
         """The best segmentation of one word as (start, end, id), <unk> runs fused."""
         return _fuse_unknown(_viterbi(self._word_lattice(word)), self.unk_id)
 
-    def _best_paths(self, words: list[str]) -> list[tuple[int, ...]]:
+    def _best_paths(self, words: list[str], skip_whole: bool = False) -> list[tuple[int, ...]]:
         """The ids of each word's best segmentation (as `_best_path` finds it), for many
         words at once, longest first, in chunks that keep the score tables small: per word,
         Viterbi's has a cell per character position and the edge table one per (position,
-        edge length), so a word of n characters costs about (n + 1) x (1 + min(n, max_len))."""
+        edge length), so a word of n characters costs about (n + 1) x (1 + min(n, max_len)).
+        `skip_whole`: no word is its own piece (training asks how each piece would be
+        segmented without it)."""
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         order = np.argsort(-lengths, kind="stable").tolist()
         segmentations: list[tuple[int, ...]] = [()] * len(words)
@@ -537,12 +541,15 @@ class UnigramTokenizer(Tokenizer):
             n = len(words[order[lo]])  # the chunk's longest word
             hi = lo + max(1, SCORE_TABLE // ((n + 1) * (1 + min(n, self._max_len))))
             chunk = order[lo:hi]
-            for i, ids in zip(chunk, self._best_paths_sorted([words[i] for i in chunk])):
+            best = self._best_paths_sorted([words[i] for i in chunk], skip_whole)
+            for i, ids in zip(chunk, best):
                 segmentations[i] = ids
             lo = hi
         return segmentations
 
-    def _best_paths_sorted(self, words: list[str]) -> list[tuple[int, ...]]:
+    def _best_paths_sorted(
+        self, words: list[str], skip_whole: bool = False
+    ) -> list[tuple[int, ...]]:
         """`_best_paths` of words sorted longest first, so that the words at least k
         characters long are the first count[k].
 
@@ -586,6 +593,9 @@ class UnigramTokenizer(Tokenizer):
                 break
         src, length, piece = (np.concatenate(parts) for parts in zip(*found))
         word = np.repeat(np.arange(n), lengths + 1)[src]
+        if skip_whole:
+            other = (src != first[word]) | (length != lengths[word])
+            src, length, piece, word = src[other], length[other], piece[other], word[other]
         end = src - first[word] + length
         # 2. The edge table, a block per level.
         level = np.arange(longest + 1)

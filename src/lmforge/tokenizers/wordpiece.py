@@ -32,12 +32,15 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 
 import regex
 
 from lmforge.errors import LmforgeError
 from lmforge.tokenizers.base import Offset, TableVocab, Template, Tokenizer
+
+CACHE_SIZE = 200_000  # words whose pieces are kept; the ids cache starts over when full
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 UNK = "[UNK]"
@@ -401,7 +404,8 @@ class WordPieceTokenizer(TableVocab, Tokenizer):
         self._unk_id = vocab[unk_token]
         self._longest = max(map(len, vocab))  # no match can be longer; bounds the search
         self._special_ids = {vocab[s] for s in specials if s in vocab}
-        self._cache: dict[str, list[tuple[int, int, int]]] = {}
+        self._cache: dict[str, list[tuple[int, int, int]]] = {}  # word -> pieces, for offsets
+        self._ids: dict[str, tuple[int, ...]] = {}  # word -> ids, for plain encoding
         has = vocab.__contains__
         self.template = (
             Template(["[CLS]", "$A", "[SEP]"], ["[CLS]", "$A", "[SEP]", "$B:1", "[SEP]:1"])
@@ -561,7 +565,7 @@ class WordPieceTokenizer(TableVocab, Tokenizer):
         pieces = self._cache.get(word)
         if pieces is None:
             pieces = self._greedy(word)
-            if len(self._cache) < 200_000:
+            if len(self._cache) < CACHE_SIZE:
                 self._cache[word] = pieces
         return pieces
 
@@ -585,8 +589,18 @@ class WordPieceTokenizer(TableVocab, Tokenizer):
         return pieces
 
     def _encode_ordinary(self, text: str) -> list[int]:
-        pieces = self._pieces
-        return [id for word in self._words(text) for id, _, _ in pieces(word)]
+        # The hot path: dict look-ups of cached words, their ids joined in one pass.
+        words = self._words(text)
+        try:
+            return list(chain.from_iterable(map(self._ids.__getitem__, words)))
+        except KeyError:  # words not seen before
+            new = set(words).difference(self._ids)
+            if len(self._ids) + len(new) > CACHE_SIZE:  # start over, keeping this text's words
+                self._ids.clear()
+                new = set(words)
+            for word in new:
+                self._ids[word] = tuple(id for id, _, _ in self._greedy(word))
+            return list(chain.from_iterable(map(self._ids.__getitem__, words)))
 
     def _encode_ordinary_offsets(self, text: str) -> tuple[list[int], list[Offset]]:
         table = self._table
