@@ -4,6 +4,7 @@ the same positions every time; wrong combinations are refused."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +38,12 @@ def test_masked_pretraining_learns(tiny_config):
     assert result["valid_loss_nats_per_token"] < 0.8 * first
     assert result["valid_bits_per_byte"] is None
     assert result["sample"].count("->") == 2  # the fill-mask sample
+    # documents are separated by [SEP] in the token stream, as BERT separates segments
+    tokenizer = Tokenizer.load(cfg.run_dir)
+    stream = np.fromfile(cfg.run_dir / "data" / "train.bin", dtype=np.uint16)
+    documents = json.loads((cfg.run_dir / "data" / "train.json").read_text())["documents"]
+    assert stream[0] == tokenizer.token_to_id("[SEP]") == tokenizer.separator_id
+    assert (stream == tokenizer.separator_id).sum() == documents == 2
     saved = json.loads((cfg.run_dir / "results.json").read_text())
     assert saved["valid_loss_nats_per_token"] == result["valid_loss_nats_per_token"]
     assert main(["evaluate", str(cfg.run_dir)]) == 2  # bits per byte are for causal LMs

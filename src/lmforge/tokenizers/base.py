@@ -506,6 +506,13 @@ class Tokenizer(ABC):
     def eot_id(self) -> int | None:
         return self.token_to_id(EOT)
 
+    @property
+    def separator_id(self) -> int | None:
+        """The token before each document of a pretraining stream: EOT, else BERT's [SEP],
+        so a window that spans two documents shows where one ends."""
+        eot = self.eot_id
+        return eot if eot is not None else self.token_to_id("[SEP]")
+
     def save(self, directory: str | Path) -> Path:
         from lmforge.fileio import write_json
 

@@ -144,7 +144,7 @@ def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple
                     tokenizer, [d.text for d in docs], f"encoding {split}" if progress else None
                 ),
                 tokenizer.vocab_size,
-                separator=tokenizer.eot_id,
+                separator=tokenizer.separator_id,
             )
             log(f"{split}: {info.tokens:,} tokens from {info.text_bytes:,} bytes ({info.dtype})")
             if info.tokens < cfg.model.block_size + 2:
