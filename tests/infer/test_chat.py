@@ -4,15 +4,11 @@ import io
 import json
 
 import pytest
-import torch
 
 from lmforge.cli import main
-from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.infer.chat import DEFAULT_TEMPLATE, load_chat_template, render_chat
-from lmforge.models import Transformer
-from lmforge.models.io import save_model_dir
-from lmforge.tokenizers import Tokenizer
+from tests.infer.model_dirs import char_model_dir
 
 transformers = pytest.importorskip("transformers")
 
@@ -64,13 +60,7 @@ def test_template_is_found_where_hugging_face_keeps_it(tmp_path):
 
 
 def test_chat_command_holds_a_conversation(tmp_path, monkeypatch, capsys):
-    tok = Tokenizer.train(["USER: hello\n\nASSISTANT: good day to you, sir"] * 3, "char")
-    torch.manual_seed(0)
-    model = Transformer(
-        ModelConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)
-    )
-    save_model_dir(model, tmp_path)
-    tok.save(tmp_path)
+    char_model_dir(tmp_path, ["USER: hello\n\nASSISTANT: good day to you, sir"] * 3, 64)
     monkeypatch.setattr("sys.stdin", io.StringIO("hello\n/reset\nhello again\n/exit\n"))
     code = main(["chat", str(tmp_path), "--max-new-tokens", "8", "--seed", "0"])
     out = capsys.readouterr().out
@@ -79,13 +69,7 @@ def test_chat_command_holds_a_conversation(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_generate_times_each_precision(tmp_path, capsys):
-    tok = Tokenizer.train(["to be or not to be"], "char")
-    torch.manual_seed(0)
-    model = Transformer(
-        ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
-    )
-    save_model_dir(model, tmp_path)
-    tok.save(tmp_path)
+    char_model_dir(tmp_path, ["to be or not to be"])
     args = ["bench-generate", str(tmp_path), "--prompt-tokens", "8", "--new-tokens", "4"]
     assert main([*args, "--precision", "fp32", "--precision", "int8"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -11,8 +11,8 @@ from lmforge.cli import main
 from lmforge.config import ModelConfig
 from lmforge.infer import Sampling, generate
 from lmforge.infer import precision as P
-from lmforge.models import Transformer, save_model_dir
-from lmforge.tokenizers import Tokenizer
+from lmforge.models import Transformer
+from tests.infer.model_dirs import char_model_dir
 
 GREEDY = Sampling(temperature=0)
 PROMPTS = [[5, 17, 3, 9, 25], [7, 1, 42]]
@@ -84,13 +84,7 @@ def test_auto_picks_by_hardware_and_rows(monkeypatch):
 
 @pytest.mark.parametrize("precision", ["mixed", "bf16", "int8"])
 def test_generate_command_takes_a_precision(tmp_path, capsys, precision):
-    tok = Tokenizer.train(["to be or not to be, that is the question"], "char")
-    torch.manual_seed(0)
-    m = Transformer(
-        ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
-    )
-    save_model_dir(m, tmp_path)
-    tok.save(tmp_path)
+    char_model_dir(tmp_path, ["to be or not to be, that is the question"])
     args = ["generate", str(tmp_path), "--prompt", "to be", "--max-new-tokens", "6"]
     assert main([*args, "--temperature", "0", "--precision", precision]) == 0
     out = capsys.readouterr().out
