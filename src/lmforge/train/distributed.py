@@ -132,6 +132,13 @@ def data_parallel_size(mode: str, tp_size: int | None = None) -> int:
     return world_size() // tensor_parallel_size(mode, tp_size)
 
 
+def tokens_per_step(cfg, block_size: int) -> int:
+    """Tokens in one optimizer step over all ranks, for a TrainConfig whose `parallel` is
+    the mode the run uses."""
+    ranks = data_parallel_size(cfg.parallel, cfg.tp_size)
+    return cfg.batch_size * cfg.grad_accum_steps * block_size * ranks
+
+
 def data_parallel_rank(mode: str, tp_size: int | None = None) -> int:
     """This rank's row of the (data, tensor) mesh: its slice of the global batch."""
     return rank() // tensor_parallel_size(mode, tp_size)

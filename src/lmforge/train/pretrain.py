@@ -212,7 +212,7 @@ def pretrain(
     model = Transformer(cfg.model).to(device)
     model.checkpoint_activations(cfg.train.activation_checkpointing)
     t = cfg.train.model_copy(update={"parallel": mode, "grad_accum_steps": accumulate})
-    tokens_per_step = t.batch_size * t.grad_accum_steps * cfg.model.block_size * data_ranks
+    tokens_per_step = distributed.tokens_per_step(t, cfg.model.block_size)
     ranks = f"; {distributed.world_size()} processes, {mode}" if mode != "none" else ""
     if mode == "fsdp+tp":
         tp = distributed.tensor_parallel_size(mode, t.tp_size)

@@ -264,12 +264,7 @@ def train(
         eval_sampler = WindowSampler(
             valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1
         )
-    tokens_per_step = (
-        cfg.batch_size
-        * cfg.grad_accum_steps
-        * sampler.block_size
-        * distributed.data_parallel_size(cfg.parallel, cfg.tp_size)
-    )
+    tokens_per_step = distributed.tokens_per_step(cfg, sampler.block_size)
     # model FLOPs utilisation: the model's matmul FLOPs over what the processes' matmuls reach
     flops_per_token = getattr(distributed.unwrap(model), "flops_per_token", lambda: 0)()
     peak = matmul_peak(device, precision) * distributed.world_size()
