@@ -4,17 +4,21 @@ WordPiece vs Hugging Face `tokenizers`' WordPieceTrainer (whole plays); Unigram 
 `sentencepiece` (one thread) on the plays' lines, as sentencepiece reads lines. Reports
 training time, held-out bytes per token, and single-thread encoding speed of our trained
 vocabulary in lmforge vs Hugging Face `tokenizers` loading the same tokenizer.json (ids must
-match). Prints a table, then one JSON line.  Run:  python benchmarks/tokenizers_train.py
+match). With --memory, also each Unigram trainer's peak memory, in a fresh process each.
+Prints a table, then one JSON line.  Run:  python benchmarks/tokenizers_train.py [--memory]
 """
 
 from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
+import re
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ["RAYON_NUM_THREADS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -57,7 +61,57 @@ def encode_speed(ours: Tokenizer, texts: list[str]) -> tuple[float, float, bool]
     return n / ours_s / 1e6, n / ref_s / 1e6, ours_ids == [e.ids for e in ref]
 
 
+def train_sentencepiece(lines: list[str]) -> bytes:
+    """sentencepiece's Unigram on the same lines and settings as ours; the model proto."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=VOCAB,
+        normalization_rule_name="identity",
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        split_by_unicode_script=False,
+        split_by_number=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (Linux VmHWM; unlike ru_maxrss, a spawned
+    process does not inherit its parent's)."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+
+
+def training_peak_mib(which: str, lines: list[str]) -> float:
+    """How far Unigram training raises a process's peak memory (run in a fresh process)."""
+    before = peak_rss_kib()
+    if which == "lmforge":
+        Tokenizer.train(lines, "unigram", VOCAB, special_tokens=[])
+    else:
+        train_sentencepiece(lines)
+    return (peak_rss_kib() - before) / 1024
+
+
+def memory(lines: list[str]) -> dict:
+    """Peak memory of each Unigram trainer, each in a process of its own."""
+    context = multiprocessing.get_context("spawn")
+    peaks = {}
+    for which in ("lmforge", "sentencepiece"):
+        with context.Pool(1) as pool:
+            peaks[which] = pool.apply(training_peak_mib, (which, lines))
+    return peaks
+
+
 def main() -> int:
+    with_memory = "--memory" in sys.argv[1:]
     train_docs, valid_docs = load_shakespeare()
     train = [d.text for d in train_docs]
     held_out = "".join(d.text for d in valid_docs)
@@ -98,26 +152,8 @@ def main() -> int:
     held_lines = [ln for d in valid_docs for ln in d.text.split("\n") if ln]
     lb = sum(len(ln.encode()) for ln in held_lines)
     ug_s, ug = timed(lambda: Tokenizer.train(lines, "unigram", VOCAB, special_tokens=[]))
-    model = io.BytesIO()
-    sp_s, _ = timed(
-        lambda: spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines),
-            model_writer=model,
-            model_type="unigram",
-            vocab_size=VOCAB,
-            normalization_rule_name="identity",
-            add_dummy_prefix=True,
-            remove_extra_whitespaces=False,
-            character_coverage=1.0,
-            bos_id=-1,
-            eos_id=-1,
-            split_by_unicode_script=False,
-            split_by_number=False,
-            num_threads=1,
-            minloglevel=2,
-        )
-    )
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    sp_s, model = timed(lambda: train_sentencepiece(lines))
+    sp = spm.SentencePieceProcessor(model_proto=model)
     sp_enc_s, _ = timed(lambda: sp.encode(held_lines))
     ug_mb, ug_ref_mb, ug_match = encode_speed(ug, held_lines)
     results["unigram"] = {
@@ -131,6 +167,8 @@ def main() -> int:
         "ids_match_hf": ug_match,
         "reference": "sentencepiece (1 thread), lines",
     }
+    if with_memory:
+        results["unigram"]["training_peak_mib"] = memory(lines)
 
     print(
         f"{'':12}{'train s':>10}{'ref s':>8}{'ratio':>7}{'B/tok':>8}{'ref':>7}"
@@ -144,6 +182,10 @@ def main() -> int:
             f"{r['hf_encode_mb_s']:9.2f}{r['ids_match_hf']!s:>8}"
         )
     print(f"sentencepiece encode: {results['unigram']['sentencepiece_encode_mb_s']:.2f} MB/s")
+    if with_memory:
+        peaks = results["unigram"]["training_peak_mib"]
+        print(f"Unigram training, peak memory added: lmforge {peaks['lmforge']:.0f} MiB, "
+              f"sentencepiece {peaks['sentencepiece']:.0f} MiB")  # fmt: skip
     print(json.dumps({"benchmark": "tokenizers_train", "vocab_size": VOCAB, **results}))
     return 0 if all(r["ids_match_hf"] for r in results.values()) else 1
 
