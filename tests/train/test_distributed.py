@@ -206,6 +206,7 @@ def test_mesh_sizes(monkeypatch):
         distributed.tensor_parallel_size("fsdp+tp", 3)
     with pytest.raises(LmforgeError, match="tp_size is for train.parallel=fsdp.tp, not ddp"):
         distributed.data_parallel_size("ddp", 2)
+    assert distributed.data_parallel_size("none", 2) == 1  # one process: no parallel settings
     monkeypatch.delenv("LOCAL_WORLD_SIZE")  # not under torchrun: one node of them all
     assert distributed.tensor_parallel_size("fsdp+tp") == 4
 

@@ -107,7 +107,7 @@ def resolve_mode(parallel: str, log: Callable[[str], None] = print) -> str:
 def tensor_parallel_size(mode: str, tp_size: int | None = None) -> int:
     """How many ranks split each matrix: all of them for tp; for fsdp+tp `tp_size`, by default
     the processes of one node (torchrun's LOCAL_WORLD_SIZE)."""
-    if tp_size and mode != "fsdp+tp":
+    if tp_size and mode not in ("fsdp+tp", "none"):  # one process ignores parallel settings
         raise LmforgeError(
             f"train.tp_size is for train.parallel=fsdp+tp, not {mode} (tp splits across every "
             "process); leave it unset or use fsdp+tp"
