@@ -16,14 +16,17 @@ TINY_TEXT = (
 ) * 40
 
 
-@pytest.fixture
-def corpus_dir(tmp_path):
-    """Three small .txt documents (one is held out as validation)."""
-    folder = tmp_path / "corpus"
-    folder.mkdir()
+def write_corpus(folder):
+    """Three small .txt documents in `folder` (one is held out as validation)."""
+    folder.mkdir(parents=True)
     for i in range(3):
         (folder / f"doc{i}.txt").write_text(TINY_TEXT.replace("First", f"Doc{i} First"), "utf-8")
     return folder
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    return write_corpus(tmp_path / "corpus")
 
 
 def tiny_overrides(corpus, out_dir, **extra) -> dict:

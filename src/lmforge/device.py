@@ -27,13 +27,27 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 @functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """bf16 matmuls beat fp32 on CPUs with AMX or AVX-512 BF16; elsewhere they are far slower."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (avx2, avx512_bf16, amx_bf16, ...); empty elsewhere."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def fast_bf16(flags: frozenset[str] | set[str]) -> bool:
+    """bf16 matmuls beat fp32 on CPUs with AMX (amx_bf16) or AVX-512 BF16 (avx512_bf16);
+    with AVX-512 or AVX2 alone they are emulated and many times slower than fp32."""
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """`fast_bf16` of this machine's CPU."""
+    return fast_bf16(cpu_flags())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -8,6 +8,7 @@ from lmforge.embeddings import word2vec as w2v
 from lmforge.embeddings.fasttext import FastTextSettings, _SubwordInputs, _Subwords
 from lmforge.embeddings.vocab import Vocabulary
 from lmforge.errors import LmforgeError
+from tests.numerics import assert_reordered_close
 
 from .conftest import ANIMALS, TOOLS
 
@@ -49,6 +50,13 @@ def _reference_step(job, trainer, inputs, output, sg):
     return inputs + job.alpha * I.grad, output + job.alpha * O.grad
 
 
+def _step_lengths(trainer, rows: int) -> list[int]:
+    """A step's reductions (tests/numerics.py): the dot products (dim), then each row's
+    gradient, a sum over at most every pair of the job (window and noise words)."""
+    s = trainer.s
+    return [s.dim, rows * trainer.block * (2 * s.window + trainer.noise)]
+
+
 @pytest.mark.parametrize("sg", [True, False])
 def test_one_vectorised_step_is_the_gradient_step_of_the_objective(sg):
     torch.manual_seed(0)
@@ -67,8 +75,9 @@ def test_one_vectorised_step_is_the_gradient_step_of_the_objective(sg):
     with torch.no_grad():
         trainer.step(job)
     want_inputs, want_output = _reference_step(job, trainer, inputs, output, sg)
-    torch.testing.assert_close(trainer.inputs.matrix, want_inputs, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(trainer.output, want_output, atol=1e-6, rtol=1e-5)
+    lengths = _step_lengths(trainer, shape[0])
+    assert_reordered_close(trainer.inputs.matrix, want_inputs, lengths)
+    assert_reordered_close(trainer.output, want_output, lengths)
 
 
 @pytest.mark.parametrize("sg", [True, False])
@@ -90,8 +99,9 @@ def test_fasttext_without_ngrams_takes_word2vecs_step(sg):
     with torch.no_grad():
         plain.step(job)
         sub.step(job)
-    torch.testing.assert_close(sub.inputs.matrix, plain.inputs.matrix, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(sub.output, plain.output, atol=1e-6, rtol=1e-5)
+    lengths = _step_lengths(plain, shape[0])
+    assert_reordered_close(sub.inputs.matrix, plain.inputs.matrix, lengths)
+    assert_reordered_close(sub.output, plain.output, lengths)
 
 
 def test_batches_shrink_so_the_most_frequent_word_recurs_a_bounded_number_of_times():

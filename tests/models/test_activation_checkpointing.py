@@ -43,10 +43,12 @@ def test_gradients_are_the_same_with_and_without_checkpointing(fields):
         inputs["decoder_input_ids"] = tokens.flip(1)
     loss, plain, saved_plain = gradients(model, inputs, tokens, checkpointing=False)
     loss_ckpt, ckpt, saved_ckpt = gradients(model, inputs, tokens, checkpointing=True)
-    assert loss_ckpt == pytest.approx(loss, abs=1e-6)
+    # Recomputing a block runs the same kernels on the same shapes and the same dropout
+    # draws (the RNG state is replayed): the same numbers, bit for bit.
+    assert loss_ckpt == loss
     assert plain.keys() == ckpt.keys()
     for name in plain:
-        assert (plain[name] - ckpt[name]).abs().max() <= 1e-6, name
+        assert torch.equal(plain[name], ckpt[name]), name
     assert saved_ckpt < saved_plain / 2  # the blocks' tensors were not kept
 
 

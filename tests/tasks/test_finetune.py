@@ -14,6 +14,7 @@ from lmforge.tasks import with_head
 from lmforge.tasks.finetune import finetune
 from lmforge.tasks.seq2seq import SEPARATOR
 from lmforge.train.losses import IGNORE
+from tests.numerics import reorder_bound
 from tests.tasks.conftest import sentiment_records, write_jsonl
 
 FAST = {"train.learning_rate": 3e-3, "train.batch_size": 8, "train.device": "cpu"}
@@ -55,7 +56,8 @@ def test_classification_learns_and_serves(bases, sentiment_files, tmp_path, arch
     assert classify("the king was lovely")["label"] == "pos"
     ranked = classify(["the day was vile", "the song was sweet"], top_k=2)
     assert [r[0]["label"] for r in ranked] == ["neg", "pos"]
-    assert sum(x["score"] for x in ranked[0]) == pytest.approx(1.0, abs=1e-5)
+    # softmax probabilities: a sum over 2 labels, a division, and our sum of the two
+    assert sum(x["score"] for x in ranked[0]) == pytest.approx(1.0, abs=reorder_bound([2, 1, 2], 1))
 
 
 def test_early_stopping_stops_and_keeps_the_best(bases, sentiment_files, tmp_path):

@@ -43,8 +43,7 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_previous_one(tiny_config
     assert result["steps"] == 20
     after = train_losses(cfg.run_dir)
     assert [s for s, _ in after] == list(range(1, 21))  # steps 11-20 were run again
-    for (s1, a), (s2, b) in zip(before, after, strict=True):
-        assert s1 == s2 and a == pytest.approx(b, abs=1e-6), s1
+    assert after == before  # resumed from step 10's state: the same numbers, bit for bit
     # What generate and evaluate read is whole again, and from the last step.
     model = from_pretrained(cfg.run_dir)
     assert load_checkpoint(cfg.run_dir, *_model_and_optimizer(model.config))["step"] == 20

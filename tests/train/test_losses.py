@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from lmforge.config import TrainConfig
 from lmforge.train.losses import IGNORE, mask_tokens, seq2seq_loss, span_loss
 from lmforge.train.optim import OPTIMIZERS, build_optimizer, lr_at
+from tests.numerics import assert_reordered_close
 
 
 def test_masking_follows_berts_15_80_10_10_rule():
@@ -86,8 +87,10 @@ def test_each_optimizer_by_name_steps_as_torch_does(name):
             opt.zero_grad()
             m(x).pow(2).sum().backward()
             opt.step()
+    # torch's own update in another kernel (foreach or not): a handful of elementwise
+    # roundings per parameter and step (moments, square root, division, decay), 3 steps
     for p, q in zip(model.parameters(), twin.parameters()):
-        torch.testing.assert_close(p, q)
+        assert_reordered_close(p, q, [8] * 3)
 
 
 def test_noam_is_the_papers_schedule():

@@ -6,6 +6,7 @@ import torch
 from lmforge.config import ModelConfig, TrainConfig
 from lmforge.models import GPT
 from lmforge.train import build_optimizer, lr_at, param_groups
+from tests.numerics import assert_reordered_close
 
 
 def test_weight_decay_only_on_linear_matrices():
@@ -41,7 +42,8 @@ def test_decoupled_decay_matches_torch_adamw_formula():
             )
             else 1
         )
-        torch.testing.assert_close(p.detach(), before[n] * factor)
+        # zero gradients: Adam's update is exactly 0, and decay is one multiplication
+        assert_reordered_close(p.detach(), before[n] * factor, [1])
 
 
 def test_warmup_then_cosine():

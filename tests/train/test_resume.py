@@ -46,8 +46,8 @@ def test_interrupt_and_resume_equals_uninterrupted(tiny_config, monkeypatch):
 
     expected, got = train_losses(straight.run_dir), train_losses(cfg.run_dir)
     assert [s for s, _ in got] == list(range(1, 21))
-    for (s1, a), (s2, b) in zip(expected, got, strict=True):
-        assert s1 == s2 and a == pytest.approx(b, abs=1e-6), s1
+    # a resume restores every state: the same numbers, bit for bit
+    assert got == expected
     # Same weights at the end, so the same held-out figure.
     from safetensors.torch import load_file
 
