@@ -1,9 +1,10 @@
 """Training speed: lmforge's training step vs a plain PyTorch loop over `transformers`'
 GPT2LMHeadModel of the same shape, with the same weights and batches, in one run.
 
-Our step is the engine's: `build_optimizer` (fused AdamW where torch has it), the precision's
-autocast, `lm_loss`, `clip_grad_norm`. The baseline is the loop a user would write: AdamW
-(torch's default kernels), cross-entropy of `model(input_ids).logits`, `clip_grad_norm_`.
+Our step is the engine's own `train_step` (lmforge.train.trainer) with `build_optimizer` (fused
+AdamW where torch has it): the precision's autocast, `lm_loss`, `clip_grad_norm`. The baseline
+is the loop a user would write: AdamW (torch's default kernels), cross-entropy of
+`model(input_ids).logits`, `clip_grad_norm_`.
 Both start from the same weights (ours exported with `save_pretrained`) and see the same
 batches of the built-in corpus, tokenized by a byte-level BPE of the shape's vocabulary.
 
@@ -33,14 +34,13 @@ import transformers
 
 from lmforge.config import ModelConfig, TrainConfig
 from lmforge.data.loader import WindowSampler
-from lmforge.device import autocast, matmul_peak
+from lmforge.device import cpu_has_fast_bf16, matmul_peak
 from lmforge.models.hf import save_pretrained
 from lmforge.models.transformer import Transformer
 from lmforge.text import load_shakespeare
 from lmforge.tokenizers import Tokenizer
-from lmforge.train import distributed
 from lmforge.train.optim import build_optimizer
-from lmforge.train.trainer import lm_loss
+from lmforge.train.trainer import train_step
 
 # the issue's shapes: (layers, heads, width, context, batch)
 SHAPES = {"gpt": (6, 6, 384, 256, 8), "char": (4, 4, 128, 64, 12)}
@@ -64,13 +64,17 @@ class Ours:
         self.optimizer = build_optimizer(model, cfg, torch.device("cpu"))
 
     def step(self, batch) -> float:
-        with autocast(torch.device("cpu"), self.precision):
-            loss = lm_loss(self.model, batch)
-        loss.backward()
-        distributed.clip_grad_norm(self.model, 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        cpu = torch.device("cpu")
+        out = train_step(
+            self.model,
+            self.optimizer,
+            [batch],
+            lr=LR,
+            device=cpu,
+            precision=self.precision,
+            grad_clip=1.0,
+        )
+        return out.loss
 
 
 class OursForeach(Ours):
@@ -186,12 +190,20 @@ def measure(name: str, shape: tuple, tokens, peak: dict, args) -> dict:
     row("lmforge", "fp32", fp32["lmforge"]["step_s"])
     row("transformers", "fp32", fp32["transformers"]["step_s"])
 
-    if args.bf16 == "on" or (args.bf16 == "auto" and peak["bf16"] > peak["fp32"] / 2):
+    same_precision = {}
+    if args.bf16 == "on" or (args.bf16 == "auto" and cpu_has_fast_bf16()):
         ours, hf = models(shape)
         steps = args.bf16_steps + 1
         bf16 = race([Ours(ours, "bf16"), Baseline(hf, "bf16")], sampler, steps, warmup=1)
-        row("lmforge", "bf16", bf16["lmforge"]["step_s"])
-        row("transformers", "bf16", bf16["transformers"]["step_s"])
+        mine16 = row("lmforge", "bf16", bf16["lmforge"]["step_s"])
+        theirs16 = row("transformers", "bf16", bf16["transformers"]["step_s"])
+        same_precision = {
+            "bf16_speedup": mine16["tokens_per_s"] / theirs16["tokens_per_s"],
+            "bf16_mfu_of_bf16_peak": mine16["tokens_per_s"] * flops / peak["bf16"],
+            "bf16_loss_curve_max_rel_diff": max_relative_difference(
+                bf16["lmforge"]["losses"], bf16["transformers"]["losses"]
+            ),
+        }
 
     compiled_note = "not run (--compile to measure)"
     if args.compile:
@@ -214,6 +226,8 @@ def measure(name: str, shape: tuple, tokens, peak: dict, args) -> dict:
         "speedup": best["tokens_per_s"] / baseline["tokens_per_s"],
         "ours_best": f"{best['impl']} {best['precision']}",
         "ours_mfu": best["mfu"],
+        "fp32_speedup": fp32["transformers"]["step_s"] / fp32["lmforge"]["step_s"],
+        **same_precision,
         "loss_curve_max_rel_diff": curve_diff,
         "loss_curve_noise_floor": noise,
         "loss_first_last": [mine[0], mine[-1]],
@@ -229,10 +243,10 @@ def main() -> int:
         "--bf16",
         choices=("auto", "on", "off"),
         default="auto",
-        help="time bf16 autocast too (auto: where bf16 matmuls reach half of fp32's peak; "
-        "on CPUs without AMX or AVX-512 BF16 they are 100x slower and cannot be the best)",
+        help="time bf16 autocast too (auto: on CPUs with AMX or AVX-512 BF16, the rule of "
+        "precision: auto; elsewhere bf16 matmuls are 100x slower and cannot be the best)",
     )
-    parser.add_argument("--bf16-steps", type=int, default=2, help="timed bf16 steps")
+    parser.add_argument("--bf16-steps", type=int, default=20, help="timed bf16 steps")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--compile-steps", type=int, default=10)
     args = parser.parse_args()
@@ -264,6 +278,12 @@ def main() -> int:
             f"with another AdamW kernel by {r['loss_curve_noise_floor']:.1e}; "
             f"compile: {r['compile']}"
         )
+        if "bf16_speedup" in r:
+            print(
+                f"{r['shape']}: in bf16 ours is {r['bf16_speedup']:.2f}x transformers' bf16 loop, "
+                f"MFU {r['bf16_mfu_of_bf16_peak']:.0%} of the bf16 peak; bf16 loss curves differ "
+                f"by at most {r['bf16_loss_curve_max_rel_diff']:.1e} (relative)"
+            )
     summary = {
         "peak_gflops": {k: v / 1e9 for k, v in peak.items()},
         "threads": torch.get_num_threads(),

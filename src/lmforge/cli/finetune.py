@@ -64,6 +64,7 @@ def run(args, extra) -> int:
     from lmforge.config import parse_overrides
     from lmforge.tasks.finetune import finetune
     from lmforge.tasks.records import parse_fields
+    from lmforge.train import distributed
     from lmforge.train.trainer import TrainingInterrupted
 
     try:
@@ -82,11 +83,16 @@ def run(args, extra) -> int:
             progress=not args.no_progress,
         )
     except TrainingInterrupted as e:
-        print(
-            f"lmforge: {e} in {args.output}; continue with the same command and --resume",
-            file=sys.stderr,
-        )
+        if distributed.is_main():
+            print(
+                f"lmforge: {e} in {args.output}; continue with the same command and --resume",
+                file=sys.stderr,
+            )
         return 130
+    finally:
+        distributed.teardown()
+    if not distributed.is_main():  # under torchrun rank 0 speaks for all
+        return 0
     print_metrics(summary["valid"])
     print(f"best at step {summary['best_step']} of {summary['steps']} -> {args.output}")
     return 0

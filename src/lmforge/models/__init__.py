@@ -2,7 +2,8 @@
 
 from lmforge.models.heads import BodyOutput, mean_pool
 from lmforge.models.hf import load_hf, save_pretrained
-from lmforge.models.io import from_pretrained, load_weights, save_model_dir, save_weights
+from lmforge.models.io import load_weights, save_model_dir, save_weights
+from lmforge.models.load import from_pretrained
 from lmforge.models.transformer import Transformer
 
 # The default ModelConfig is GPT-2 shaped; the name stays for the pretraining code and users.

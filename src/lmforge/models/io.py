@@ -196,15 +196,3 @@ def fill_weights(model: Transformer, tensors: dict[str, torch.Tensor], source: s
     """Fill `model` from the tensors of an lmforge weights file (current or legacy names)."""
     legacy = "blocks.0.attn.qkv.weight" in tensors
     assign_weights(model, tensors, str(source), LEGACY_LAYOUT if legacy else None)
-
-
-def from_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Transformer:
-    """A model from an lmforge or a Hugging Face directory, in eval mode."""
-    if is_hf_directory(directory):
-        from lmforge.models.hf import load_hf  # the tables are only needed here
-
-        model = load_hf(directory)
-    else:
-        model = Transformer(read_model_config(directory))
-        load_weights(model, directory)
-    return model.to(device).eval()

@@ -130,24 +130,3 @@ HEAD_WITH_LABELS = {"sequence-classification", "token-classification"}
 def task_settings(directory: str | Path) -> dict | None:
     """The "task" section of a model directory's config.json, if it was fine-tuned."""
     return read_config_json(directory).get("task")
-
-
-def load_task_model(task_name: str, directory: str | Path, device="cpu"):
-    """(task, model) of a directory fine-tuned for `task_name`, or a clear error."""
-    from lmforge.infer import load_model_and_tokenizer
-    from lmforge.tasks import get_task
-
-    cls = get_task(task_name)
-    settings = task_settings(directory)
-    if settings is None or settings.get("task") != cls.name:
-        found = f"was fine-tuned for {settings['task']}" if settings else "has no task head"
-        raise LmforgeError(
-            f"{directory} {found}, not {cls.name}; fine-tune it first: "
-            f"lmforge finetune {cls.name} --model {directory} --train FILE --output DIR"
-        )
-    model, tokenizer = load_model_and_tokenizer(directory, device)
-    if model.config.head != cls.head:
-        raise LmforgeError(
-            f"{directory} has head {model.config.head}, but {cls.name} needs {cls.head}"
-        )
-    return cls(tokenizer, model.config, settings), model

@@ -25,16 +25,16 @@ import torch
 
 from lmforge.config import TrainConfig, build_config
 from lmforge.data import ExampleSampler
-from lmforge.device import pick_device, resolve_precision
 from lmforge.errors import LmforgeError
 from lmforge.fileio import write_json
 from lmforge.infer import load_model_and_tokenizer
 from lmforge.models.io import WEIGHTS_FILE, load_weights, read_config_json
 from lmforge.tasks import get_task, with_head
+from lmforge.train import distributed
 from lmforge.train.checkpoint import BEST_FILE, PREVIOUS_DIR, STATE_FILE, has_checkpoint
+from lmforge.train.job import FinetuneResult, RunDir, launch
 from lmforge.train.metrics import plot_losses
-from lmforge.train.pretrain import check_replaceable
-from lmforge.train.trainer import EarlyStopping, train
+from lmforge.train.trainer import EarlyStopping, Objective, Trainer
 
 # The usual fine-tuning recipe (BERT's paper, section A.3): a small peak rate, linear decay to
 # zero after a 10% warmup, light weight decay; a few epochs, stopping early on the metric.
@@ -88,25 +88,31 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> FinetuneResult:
     """Fine-tune `base` on `task_name`; returns the figures written to results.json.
 
     `options` are task settings (max_length, stride, max_target_tokens, num_beams,
     separator, label_smoothing); without `valid_path`, 10% of the training records (at
-    least one) are held out."""
+    least one) are held out. Under torchrun (train.parallel ddp, fsdp, ...) every rank
+    runs this; each trains on its slice of the global batch, rank 0 writes."""
     started = time.perf_counter()
     cls = get_task(task_name)
-    output = Path(output)
-    if resume:
-        if not has_checkpoint(output):
-            raise LmforgeError(f"nothing to resume in {output} (no {STATE_FILE}); drop --resume")
-    elif output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise LmforgeError(
-                f"output {output} already exists; replace it with --overwrite, continue an "
-                "interrupted fine-tuning with --resume, or choose another --output"
-            )
-        check_replaceable(output, overwrite)  # only ever replace an lmforge directory
+    run = RunDir(output, overwrite="--overwrite", other="--output")
+    overrides = overrides or {}
+    t = train_config(overrides)
+    job = launch(t, log, progress)
+    device, plan, precision, log = job.device, job.plan, job.precision, job.log
+
+    def check_output() -> None:
+        if resume:
+            if not has_checkpoint(run.path):
+                raise LmforgeError(
+                    f"nothing to resume in {run.path} (no {STATE_FILE}); drop --resume"
+                )
+        else:  # only ever replace an lmforge directory, and only when asked
+            run.check_replaceable(overwrite, what="output")
+
+    distributed.run_on_main(check_output)
     train_records = cls.read(train_path, fields)
     if valid_path is not None:
         valid_records = cls.read(valid_path, fields)
@@ -117,10 +123,7 @@ def finetune(
         cut = max(1, len(shuffled) // 10)
         valid_records, train_records = shuffled[:cut], shuffled[cut:]
 
-    overrides = overrides or {}
-    t = train_config(overrides)
     torch.manual_seed(t.seed)
-    device = pick_device(t.device)
     model, tokenizer = load_model_and_tokenizer(base, device)
     settings = cls.settings_from(
         train_records, {"task": cls.name, "fields": fields or {}, **(options or {})}
@@ -130,74 +133,86 @@ def finetune(
     task = cls(tokenizer, model.config, settings)
     task.check_records(valid_records)
     examples = task.examples(train_records)
-    sampler = ExampleSampler(examples, t.batch_size, t.seed, task.collate, t.grad_accum_steps)
+    # each data-parallel rank keeps its rows of the global batch one process would draw
+    sampler = plan.shard(
+        ExampleSampler(examples, t.batch_size * plan.dp, t.seed, task.collate, t.grad_accum_steps)
+    )
     t = fit_to_data(t, overrides, sampler.steps_per_epoch, epochs)
-    precision = resolve_precision(t.precision, device)
+    t = t.model_copy(update={"parallel": plan.mode})
     log(
         f"{cls.name}: {len(train_records)} training / {len(valid_records)} validation records "
         f"-> {len(examples)} examples; {model.num_parameters():,} parameters "
         f"({model.config.arch}, head {model.config.head}); {t.max_steps} steps "
-        f"({sampler.steps_per_epoch}/epoch) on {device}, {precision}"
+        f"({sampler.steps_per_epoch}/epoch) on {device}, {precision}{plan.describe()}"
     )
 
-    if resume:
-        saved = read_config_json(output).get("task")
-        if saved != settings:
-            raise LmforgeError(
-                f"{output} was fine-tuned with other task settings ({saved}); resume with the "
-                "same data and options, or start again with --overwrite"
-            )
-    else:
-        shutil.rmtree(output, ignore_errors=True)  # --overwrite, now that the data is good
-        write_json(
-            output / "config.json",
-            {
-                "model": model.config.model_dump(mode="json"),
-                "task": settings,
-                "train": t.model_dump(),
-            },
-        )
-        tokenizer.save(output)
+    config = {
+        "model": model.config.model_dump(mode="json"),
+        "task": settings,
+        "train": t.model_dump(),
+    }
+
+    def prepare_output() -> None:
+        if resume:
+            saved = read_config_json(run.path).get("task")
+            if saved != settings:
+                raise LmforgeError(
+                    f"{run.path} was fine-tuned with other task settings ({saved}); resume "
+                    "with the same data and options, or start again with --overwrite"
+                )
+            return
+        with run.staged() as staging:  # --overwrite replaces it now that the data is good
+            write_json(staging / "config.json", config)
+            tokenizer.save(staging)
+
+    distributed.run_on_main(prepare_output)
 
     def evaluate(m) -> dict:
         return task.score(task.predict(m, valid_records), valid_records)
 
     monitor = EarlyStopping(cls.metric, higher_is_better=True, patience=t.early_stopping_patience)
-    result = train(
-        model,
+    objective = Objective(sampler, evaluate=evaluate, loss=task.loss, monitor=monitor)
+    tokens_per_step = plan.tokens_per_step(
+        sampler.batch_size, t.grad_accum_steps, sampler.block_size
+    )
+    trainer = Trainer(
+        distributed.wrap(model, plan, device),
         t,
-        sampler,
-        None,
-        None,
-        output,
+        objective,
+        run.path,
         device,
         precision,
-        resume,
-        progress,
-        loss_fn=task.loss,
-        evaluate_fn=evaluate,
-        monitor=monitor,
+        tokens_per_step=tokens_per_step,
+        progress=job.progress,
     )
-    # The kept model is the best evaluated one; the finished run needs no resume state.
-    os.replace(output / BEST_FILE, output / WEIGHTS_FILE)
-    (output / STATE_FILE).unlink(missing_ok=True)
-    shutil.rmtree(output / PREVIOUS_DIR, ignore_errors=True)
-    load_weights(model, output)
-    metrics = evaluate(model)
-    summary = {
-        "task": cls.name,
-        "valid": metrics,
-        "best_step": result.best["step"] if result.best else result.step,
-        "steps": result.step,
-        "stopped_early": result.stopped_early,
-        "stopped_by_time_budget": result.stopped_by_budget,
-        "train_records": len(train_records),
-        "valid_records": len(valid_records),
-        "parameters": model.num_parameters(),
-        "device": str(device),
-        "precision": precision,
-        "minutes": (time.perf_counter() - started) / 60,
-    }
-    write_json(output / "results.json", summary)
-    plot_losses(output / "metrics.jsonl", output / "loss.png")
-    return summary
+    result = trainer.fit(resume)
+
+    def finish() -> FinetuneResult:
+        # The kept model is the best evaluated one; the finished run needs no resume state.
+        os.replace(run.path / BEST_FILE, run.path / WEIGHTS_FILE)
+        (run.path / STATE_FILE).unlink(missing_ok=True)
+        shutil.rmtree(run.path / PREVIOUS_DIR, ignore_errors=True)
+        kept = model
+        if distributed.is_sharded(model):  # FSDP and TP hold pieces: a whole model to load into
+            kept = with_head(load_model_and_tokenizer(base, device)[0], cls.head, num_labels)
+            kept = kept.to(device)
+        load_weights(kept, run.path)
+        summary = FinetuneResult(
+            task=cls.name,
+            valid=evaluate(kept),
+            best_step=result.best["step"] if result.best else result.step,
+            steps=result.step,
+            stopped_early=result.stopped_early,
+            stopped_by_time_budget=result.stopped_by_time_budget,
+            train_records=len(train_records),
+            valid_records=len(valid_records),
+            parameters=kept.num_parameters(),
+            device=str(device),
+            precision=precision,
+            minutes=(time.perf_counter() - started) / 60,
+        )
+        run.write_results(summary)
+        plot_losses(run.path / "metrics.jsonl", run.path / "loss.png")
+        return summary
+
+    return distributed.run_on_main(finish)  # rank 0 evaluates and writes; all return it

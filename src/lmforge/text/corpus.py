@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,17 +130,28 @@ def split_documents(
     return [Document(head, doc.source, doc.title)], [Document(tail, doc.source, doc.title)]
 
 
+# Built-in corpora by name: each loader gives its (train, valid) documents. The modules that
+# provide them register here (lmforge.text registers 'shakespeare'), so this reader of files
+# knows none of them.
+NAMED_CORPORA: dict[str, Callable[[], tuple[list[Document], list[Document]]]] = {}
+
+
+def register_corpus(name: str, loader: Callable[[], tuple[list[Document], list[Document]]]) -> None:
+    """Make `name` a corpus spec (`--data.corpus=NAME`) that `loader` provides."""
+    NAMED_CORPORA[name] = loader
+
+
 def load_corpus(
     specs: list[str],
     text_field: str = "text",
     invalid_utf8: str = "error",
     valid_fraction: float = 0.1,
 ) -> tuple[list[Document], list[Document]]:
-    """(train, valid) documents for a corpus spec; 'shakespeare' names the built-in corpus."""
-    if specs == ["shakespeare"]:
-        from lmforge.text.shakespeare import load_shakespeare
-
-        return load_shakespeare()
-    if "shakespeare" in specs:
-        raise LmforgeError("the built-in corpus 'shakespeare' cannot be mixed with files")
+    """(train, valid) documents for a corpus spec: files, folders and globs, or the name of
+    a built-in corpus ('shakespeare'), which comes with its own split."""
+    named = [s for s in specs if s in NAMED_CORPORA]
+    if named and len(specs) == 1:
+        return NAMED_CORPORA[named[0]]()
+    if named:
+        raise LmforgeError(f"the built-in corpus '{named[0]}' cannot be mixed with files")
     return split_documents(read_documents(specs, text_field, invalid_utf8), valid_fraction)

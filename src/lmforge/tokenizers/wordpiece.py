@@ -142,177 +142,49 @@ class _XLogX(dict):
         return value
 
 
-def _train_pieces(
-    word_counts: dict[str, int], n_new: int, prefix: str, criterion: str = "likelihood"
-) -> list[str]:
-    """Up to `n_new` merged tokens, in the order the criterion picks them."""
-    names: list[str] = []  # symbol id -> token text
-    ids: dict[str, int] = {}
+Pair = tuple[int, int]
 
-    def symbol(text: str) -> int:
-        if text not in ids:
-            ids[text] = len(names)
-            names.append(text)
-        return ids[text]
 
-    words = [[symbol(w[0])] + [symbol(prefix + c) for c in w[1:]] for w in word_counts]
-    counts = list(word_counts.values())
-    sym_count: dict[int, int] = defaultdict(int)
-    pair_count: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> words holding it
-    for i, (word, count) in enumerate(zip(words, counts)):
-        for s in word:
-            sym_count[s] += count
-        for pair in zip(word, word[1:]):
-            pair_count[pair] += count
-            where[pair].add(i)
-    total = sum(sym_count.values())  # pieces in the corpus; each merge removes some
+class _Corpus:
+    """The training words as symbol ids with their counts, and the counts of every symbol
+    and adjacent pair, kept current as merges rewrite the words."""
 
-    log = math.log
+    def __init__(self, word_counts: dict[str, int], prefix: str):
+        self.prefix = prefix
+        self.names: list[str] = []  # symbol id -> token text
+        self.ids: dict[str, int] = {}
+        self.words = [
+            [self.symbol(w[0])] + [self.symbol(prefix + c) for c in w[1:]] for w in word_counts
+        ]
+        self.counts = list(word_counts.values())
+        self.sym_count: dict[int, int] = defaultdict(int)
+        self.pair_count: dict[Pair, int] = defaultdict(int)
+        self.where: dict[Pair, set[int]] = defaultdict(set)  # pair -> words holding it
+        for i, (word, count) in enumerate(zip(self.words, self.counts)):
+            for s in word:
+                self.sym_count[s] += count
+            for pair in zip(word, word[1:]):
+                self.pair_count[pair] += count
+                self.where[pair].add(i)
+        self.total = sum(self.sym_count.values())  # pieces in the corpus; merges remove some
 
-    xlogx = _XLogX()
+    def symbol(self, text: str) -> int:
+        if text not in self.ids:
+            self.ids[text] = len(self.names)
+            self.names.append(text)
+        return self.ids[text]
 
-    def ratio(pair: tuple[int, int]) -> float:
-        return pair_count[pair] / (sym_count[pair[0]] * sym_count[pair[1]])
-
-    def score(pair: tuple[int, int]) -> float:
-        n, a, b = pair_count[pair], sym_count[pair[0]], sym_count[pair[1]]
-        # Change of the corpus log-likelihood, sum of c log(c / total) over pieces, under a
-        # unigram model of the pieces when n pairs a b become n pieces ab.
-        if pair[0] == pair[1]:
-            rest = a - 2 * n
-            change = xlogx[n] - xlogx[a] + (xlogx[rest] if rest > 0 else 0.0)
-        else:
-            change = xlogx[n] - xlogx[a] - xlogx[b]
-            change += xlogx[a - n]  # 0 when a == n
-            change += xlogx[b - n]
-        return change + xlogx[total] - xlogx[total - n]
-
-    if criterion == "ratio":
-        score = ratio  # noqa: F811
-
-    def bound(n: int) -> float:
-        """The most a pair of two different symbols seen n times can score: when each part
-        occurs only in the pair, since fewer a's or b's only raise the likelihood gain. A
-        little is added for rounding."""
-        n = min(n, total // 2)  # no pair is seen more often
-        if n <= 0:
-            return -math.inf
-        gain = total * log(total) - (total - n) * log(total - n) - n * log(n)
-        return gain + 1e-12 * total * log(total)
-
-    # A max-heap of (score, pair) where each kept pair's best entry is never below its
-    # current score: a change that can raise a score (fewer a's or b's) pushes a fresh
-    # entry, and the shrinking total only lowers likelihood gains. So a popped pair whose
-    # current score is still at least the next entry's is the best of the kept pairs;
-    # otherwise it goes back re-scored. Rare pairs cannot win early, so for likelihood the
-    # heap keeps only pairs seen at least `cut` times (and pairs of a symbol with itself,
-    # which the bound does not cover). Its best is taken only if it beats bound(cut - 1),
-    # the most any rarer pair can score; else `cut` comes down and the pairs it lets in
-    # are pushed. Ratio scores favour rare pairs: there `cut` stays 1 and all are kept.
-    # `best[p]` is the key of p's entry that covers its score; an entry whose key differs
-    # is a stale copy and is dropped when popped. A re-scored pair is pushed again only if
-    # its score went above `best[p]`, which keeps the heap free of copies.
-    #
-    # A merge lowers the counts of its parts, which raises the scores of all their pairs,
-    # mostly by very little. So entries are pushed `slack` * n above the score, and only
-    # a per-symbol bound decides when s's pairs must be re-scored. The score's part in s,
-    # xlogx(s - n) - xlogx(s), grows by at most log(s / (s - n)) <= n / (s - n) per lost s:
-    # so with m the largest count of s's pairs, `drift[s]` sums lost / (s - m) and the
-    # pairs are re-scored once it passes slack / 2 (the other half is for the other part).
-    # Pairs holding more than half of s (at most one each side) and pairs of s with itself
-    # would make m useless: they are `heavy` and re-scored at every drop of s. A popped pair
-    # that loses goes back at its exact score and is `watched` until s drops again.
-    slack = 0.5 if criterion == "likelihood" else 0.0
-    cut = 1
-    best = {p: score(p) + slack * n for p, n in pair_count.items()}
-    heap = [(-v, p) for p, v in best.items()]
-    heapq.heapify(heap)
-    if criterion == "likelihood" and heap:
-        cut = max(pair_count.values()) + 1
-    partners: dict[int, set[tuple[int, int]]] = defaultdict(set)  # symbol -> kept pairs
-    most: dict[int, int] = defaultdict(int)  # largest count of a light pair of s
-    heavy: dict[int, set[tuple[int, int]]] = defaultdict(set)
-    drift: dict[int, float] = defaultdict(float)
-    watched: dict[int, set[tuple[int, int]]] = defaultdict(set)
-
-    def classify(p: tuple[int, int], s: int) -> None:
-        n = pair_count[p]
-        if p[0] == p[1] or 2 * n > sym_count[s]:
-            heavy[s].add(p)
-        elif n > most[s]:
-            most[s] = n
-
-    def kept(p: tuple[int, int], n: int) -> bool:
-        return n >= cut or (n > 0 and p[0] == p[1])
-
-    def keep(p: tuple[int, int]) -> None:
-        partners[p[0]].add(p)
-        partners[p[1]].add(p)
-        classify(p, p[0])
-        classify(p, p[1])
-
-    def push(p: tuple[int, int], value: float) -> None:
-        if value > best.get(p, -math.inf):
-            best[p] = value
-            heapq.heappush(heap, (-value, p))
-
-    def lower_cut(top: float) -> None:
-        """Keep every pair that might score above 0.8 * `top` in the heap."""
-        nonlocal cut
-        target, lo, hi = 0.8 * top, 0, cut - 1  # largest n < cut with bound(n) < target
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if bound(mid) < target:
-                lo = mid
-            else:
-                hi = mid - 1
-        new_cut = lo + 1 if top > 0 else 1
-        for p, n in pair_count.items():
-            if new_cut <= n < cut:
-                push(p, score(p) + slack * n)
-                keep(p)
-        cut = new_cut
-
-    for p, n in pair_count.items():
-        if kept(p, n):
-            keep(p)
-    if heap and cut > 1:
-        lower_cut(-heap[0][0])
-    merged: list[str] = []
-    while len(merged) < n_new:
-        if not heap:
-            if cut == 1:
-                break
-            lower_cut(-math.inf)
-            continue
-        neg, pair = heapq.heappop(heap)
-        if best.get(pair) != -neg:
-            continue  # a stale copy: p's covering entry is still in the heap
-        del best[pair]
-        if pair_count.get(pair, 0) == 0:
-            continue
-        current = score(pair)
-        if heap and current < -heap[0][0]:
-            push(pair, current)
-            watched[pair[0]].add(pair)
-            watched[pair[1]].add(pair)
-            continue
-        if current < bound(cut - 1):
-            push(pair, current)
-            watched[pair[0]].add(pair)
-            watched[pair[1]].add(pair)
-            lower_cut(current)
-            continue
+    def merge(self, pair: Pair) -> tuple[str, bool, dict[int, int], dict[Pair, int]]:
+        """Rewrite every word holding `pair` with the merged symbol: (its text, whether the
+        text is new, the change of each symbol's count, the change of each pair's count)."""
         a, b = pair
-        text = names[a] + names[b][len(prefix) :]  # b is always a ## piece
-        if text not in ids:  # another split of the same string may have made it already
-            merged.append(text)
-        new = symbol(text)
-        pair_delta: dict[tuple[int, int], int] = defaultdict(int)
+        text = self.names[a] + self.names[b][len(self.prefix) :]  # b is always a ## piece
+        fresh = text not in self.ids  # another split of the same string may have made it
+        new = self.symbol(text)
+        pair_delta: dict[Pair, int] = defaultdict(int)
         sym_delta: dict[int, int] = defaultdict(int)
-        for i in where.pop(pair):
-            word, count = words[i], counts[i]
+        for i in self.where.pop(pair):
+            word, count = self.words[i], self.counts[i]
             if a not in word or b not in word:  # `where` keeps words that lost the pair
                 continue
             out, j = [], 0
@@ -330,41 +202,217 @@ def _train_pieces(
                 pair_delta[p] -= count
             for p in zip(out, out[1:]):
                 pair_delta[p] += count
-                where[p].add(i)
-            words[i] = out
+                self.where[p].add(i)
+            self.words[i] = out
         for s, delta in sym_delta.items():
-            sym_count[s] += delta
-        total -= sym_delta[new]
-        touched: set[tuple[int, int]] = set()
-        for s in {a, b}:  # their counts dropped, so their pairs' scores rose
-            touched |= watched.pop(s, set())
-            touched |= heavy[s]
-            left = sym_count[s]
-            if left > most[s]:
-                drift[s] -= sym_delta[s] / (left - most[s])
+            self.sym_count[s] += delta
+        self.total -= sym_delta[new]
+        return text, fresh, sym_delta, pair_delta
+
+
+def _likelihood_gain(corpus: _Corpus, xlogx: _XLogX, pair: Pair) -> float:
+    """Change of the corpus log-likelihood, sum of c log(c / total) over pieces, under a
+    unigram model of the pieces when the n pairs a b become n pieces ab."""
+    n, a, b = corpus.pair_count[pair], corpus.sym_count[pair[0]], corpus.sym_count[pair[1]]
+    if pair[0] == pair[1]:
+        rest = a - 2 * n
+        change = xlogx[n] - xlogx[a] + (xlogx[rest] if rest > 0 else 0.0)
+    else:
+        change = xlogx[n] - xlogx[a] - xlogx[b]
+        change += xlogx[a - n]  # 0 when a == n
+        change += xlogx[b - n]
+    total = corpus.total
+    return change + xlogx[total] - xlogx[total - n]
+
+
+def _ratio(corpus: _Corpus, pair: Pair) -> float:
+    return corpus.pair_count[pair] / (corpus.sym_count[pair[0]] * corpus.sym_count[pair[1]])
+
+
+class _PairQueue:
+    """The pairs by score, best first, updated lazily.
+
+    A max-heap of (score, pair) where each kept pair's best entry is never below its
+    current score: a change that can raise a score (fewer a's or b's) pushes a fresh entry,
+    and the shrinking total only lowers likelihood gains. So a popped pair whose current
+    score is still at least the next entry's is the best of the kept pairs; otherwise it
+    goes back re-scored. Rare pairs cannot win early, so for likelihood the heap keeps only
+    pairs seen at least `cut` times (and pairs of a symbol with itself, which the bound does
+    not cover). Its best is taken only if it beats bound(cut - 1), the most any rarer pair
+    can score; else `cut` comes down and the pairs it lets in are pushed. Ratio scores
+    favour rare pairs: there `cut` stays 1 and all are kept. `best[p]` is the key of p's
+    entry that covers its score; an entry whose key differs is a stale copy and is dropped
+    when popped. A re-scored pair is pushed again only if its score went above `best[p]`,
+    which keeps the heap free of copies.
+
+    A merge lowers the counts of its parts, which raises the scores of all their pairs,
+    mostly by very little. So entries are pushed `slack` * n above the score, and only a
+    per-symbol bound decides when s's pairs must be re-scored. The score's part in s,
+    xlogx(s - n) - xlogx(s), grows by at most log(s / (s - n)) <= n / (s - n) per lost s:
+    so with m the largest count of s's pairs, `drift[s]` sums lost / (s - m) and the pairs
+    are re-scored once it passes slack / 2 (the other half is for the other part). Pairs
+    holding more than half of s (at most one each side) and pairs of s with itself would
+    make m useless: they are `heavy` and re-scored at every drop of s. A popped pair that
+    loses goes back at its exact score and is `watched` until s drops again.
+    """
+
+    def __init__(self, corpus: _Corpus, criterion: str):
+        self.corpus = corpus
+        xlogx = _XLogX()
+        if criterion == "ratio":
+            self.score = lambda p: _ratio(corpus, p)
+        else:
+            self.score = lambda p: _likelihood_gain(corpus, xlogx, p)
+        self.slack = 0.5 if criterion == "likelihood" else 0.0
+        self.cut = 1
+        pair_count = corpus.pair_count
+        self.best = {p: self.score(p) + self.slack * n for p, n in pair_count.items()}
+        self.heap = [(-v, p) for p, v in self.best.items()]
+        heapq.heapify(self.heap)
+        if criterion == "likelihood" and self.heap:
+            self.cut = max(pair_count.values()) + 1
+        self.partners: dict[int, set[Pair]] = defaultdict(set)  # symbol -> kept pairs
+        self.most: dict[int, int] = defaultdict(int)  # largest count of a light pair of s
+        self.heavy: dict[int, set[Pair]] = defaultdict(set)
+        self.drift: dict[int, float] = defaultdict(float)
+        self.watched: dict[int, set[Pair]] = defaultdict(set)
+        for p, n in pair_count.items():
+            if self.kept(p, n):
+                self.keep(p)
+        if self.heap and self.cut > 1:
+            self.lower_cut(-self.heap[0][0])
+
+    def bound(self, n: int) -> float:
+        """The most a pair of two different symbols seen n times can score: when each part
+        occurs only in the pair, since fewer a's or b's only raise the likelihood gain. A
+        little is added for rounding."""
+        total = self.corpus.total
+        n = min(n, total // 2)  # no pair is seen more often
+        if n <= 0:
+            return -math.inf
+        log = math.log
+        gain = total * log(total) - (total - n) * log(total - n) - n * log(n)
+        return gain + 1e-12 * total * log(total)
+
+    def classify(self, p: Pair, s: int) -> None:
+        n = self.corpus.pair_count[p]
+        if p[0] == p[1] or 2 * n > self.corpus.sym_count[s]:
+            self.heavy[s].add(p)
+        elif n > self.most[s]:
+            self.most[s] = n
+
+    def kept(self, p: Pair, n: int) -> bool:
+        return n >= self.cut or (n > 0 and p[0] == p[1])
+
+    def keep(self, p: Pair) -> None:
+        self.partners[p[0]].add(p)
+        self.partners[p[1]].add(p)
+        self.classify(p, p[0])
+        self.classify(p, p[1])
+
+    def push(self, p: Pair, value: float) -> None:
+        if value > self.best.get(p, -math.inf):
+            self.best[p] = value
+            heapq.heappush(self.heap, (-value, p))
+
+    def push_scored(self, p: Pair) -> None:
+        self.push(p, self.score(p) + self.slack * self.corpus.pair_count[p])
+
+    def put_back(self, p: Pair, value: float) -> None:
+        """A popped pair that lost, at its exact score, watched until a part drops."""
+        self.push(p, value)
+        self.watched[p[0]].add(p)
+        self.watched[p[1]].add(p)
+
+    def lower_cut(self, top: float) -> None:
+        """Keep every pair that might score above 0.8 * `top` in the heap."""
+        target, lo, hi = 0.8 * top, 0, self.cut - 1  # largest n < cut with bound(n) < target
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.bound(mid) < target:
+                lo = mid
             else:
-                drift[s] = math.inf
-            if drift[s] > slack / 2:
-                drift[s], most[s], heavy[s] = 0.0, 0, set()
-                touched |= partners[s]
-                for p in partners[s]:
-                    classify(p, s)
+                hi = mid - 1
+        new_cut = lo + 1 if top > 0 else 1
+        for p, n in self.corpus.pair_count.items():
+            if new_cut <= n < self.cut:
+                self.push(p, self.score(p) + self.slack * n)
+                self.keep(p)
+        self.cut = new_cut
+
+    def pop_best(self) -> Pair | None:
+        """The pair to merge next, or None when no pair is left."""
+        while True:
+            if not self.heap:
+                if self.cut == 1:
+                    return None
+                self.lower_cut(-math.inf)
+                continue
+            neg, pair = heapq.heappop(self.heap)
+            if self.best.get(pair) != -neg:
+                continue  # a stale copy: p's covering entry is still in the heap
+            del self.best[pair]
+            if self.corpus.pair_count.get(pair, 0) == 0:
+                continue
+            current = self.score(pair)
+            if self.heap and current < -self.heap[0][0]:
+                self.put_back(pair, current)
+                continue
+            if current < self.bound(self.cut - 1):
+                self.put_back(pair, current)
+                self.lower_cut(current)
+                continue
+            return pair
+
+    def merged(self, pair: Pair, sym_delta: dict[int, int], pair_delta: dict[Pair, int]):
+        """Re-score what the merge of `pair` changed."""
+        pair_count, sym_count = self.corpus.pair_count, self.corpus.sym_count
+        touched: set[Pair] = set()
+        for s in set(pair):  # their counts dropped, so their pairs' scores rose
+            touched |= self.watched.pop(s, set())
+            touched |= self.heavy[s]
+            left = sym_count[s]
+            if left > self.most[s]:
+                self.drift[s] -= sym_delta[s] / (left - self.most[s])
+            else:
+                self.drift[s] = math.inf
+            if self.drift[s] > self.slack / 2:
+                self.drift[s], self.most[s], self.heavy[s] = 0.0, 0, set()
+                touched |= self.partners[s]
+                for p in self.partners[s]:
+                    self.classify(p, s)
         for p, delta in pair_delta.items():
             if delta == 0:
                 continue
             n = pair_count[p] = pair_count[p] + delta
             if n <= 0:
                 del pair_count[p]
-            if kept(p, n):
-                keep(p)
+            if self.kept(p, n):
+                self.keep(p)
                 touched.add(p)
             else:
-                partners[p[0]].discard(p)
-                partners[p[1]].discard(p)
+                self.partners[p[0]].discard(p)
+                self.partners[p[1]].discard(p)
         for p in touched:
-            n = pair_count.get(p, 0)
-            if n > 0:
-                push(p, score(p) + slack * n)
+            if pair_count.get(p, 0) > 0:
+                self.push_scored(p)
+
+
+def _train_pieces(
+    word_counts: dict[str, int], n_new: int, prefix: str, criterion: str = "likelihood"
+) -> list[str]:
+    """Up to `n_new` merged tokens, in the order the criterion picks them."""
+    corpus = _Corpus(word_counts, prefix)
+    queue = _PairQueue(corpus, criterion)
+    merged: list[str] = []
+    while len(merged) < n_new:
+        pair = queue.pop_best()
+        if pair is None:
+            break
+        text, fresh, sym_delta, pair_delta = corpus.merge(pair)
+        if fresh:
+            merged.append(text)
+        queue.merged(pair, sym_delta, pair_delta)
     return merged
 
 

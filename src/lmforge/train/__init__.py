@@ -2,9 +2,19 @@
 
 from lmforge.train.losses import causal_lm_loss, mask_tokens, seq2seq_loss, span_loss, token_loss
 from lmforge.train.optim import build_optimizer, lr_at, param_groups
-from lmforge.train.trainer import TrainingInterrupted, evaluate, train
+from lmforge.train.trainer import (
+    Objective,
+    Trainer,
+    TrainingInterrupted,
+    TrainState,
+    evaluate,
+    train_step,
+)
 
 __all__ = [
+    "Objective",
+    "TrainState",
+    "Trainer",
     "TrainingInterrupted",
     "build_optimizer",
     "causal_lm_loss",
@@ -15,5 +25,5 @@ __all__ = [
     "seq2seq_loss",
     "span_loss",
     "token_loss",
-    "train",
+    "train_step",
 ]

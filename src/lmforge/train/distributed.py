@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -132,16 +133,55 @@ def data_parallel_size(mode: str, tp_size: int | None = None) -> int:
     return world_size() // tensor_parallel_size(mode, tp_size)
 
 
-def tokens_per_step(cfg, block_size: int) -> int:
-    """Tokens in one optimizer step over all ranks, for a TrainConfig whose `parallel` is
-    the mode the run uses."""
-    ranks = data_parallel_size(cfg.parallel, cfg.tp_size)
-    return cfg.batch_size * cfg.grad_accum_steps * block_size * ranks
-
-
 def data_parallel_rank(mode: str, tp_size: int | None = None) -> int:
     """This rank's row of the (data, tensor) mesh: its slice of the global batch."""
     return rank() // tensor_parallel_size(mode, tp_size)
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """How this run spreads over its processes, resolved once from the settings and the
+    environment torchrun gives: the mode, world size, data-parallel (dp) and
+    tensor-parallel (tp) sizes of the dp x tp mesh, and this process's place in it."""
+
+    mode: str = "none"
+    world: int = 1
+    dp: int = 1
+    tp: int = 1
+    rank: int = 0
+    dp_rank: int = 0
+
+    @classmethod
+    def resolve(
+        cls, parallel: str, tp_size: int | None = None, log: Callable[[str], None] = print
+    ) -> ParallelPlan:
+        mode = resolve_mode(parallel, log)
+        tp = tensor_parallel_size(mode, tp_size)
+        return cls(
+            mode=mode,
+            world=world_size(),
+            dp=data_parallel_size(mode, tp_size),
+            tp=tp,
+            rank=rank(),
+            dp_rank=rank() // tp if mode != "none" else 0,
+        )
+
+    def tokens_per_step(self, batch_size: int, grad_accum_steps: int, block_size: int) -> int:
+        """Tokens in one optimizer step over all data-parallel ranks."""
+        return batch_size * grad_accum_steps * block_size * self.dp
+
+    def shard(self, sampler):
+        """This rank's slice of each global batch `sampler` draws (all of it without dp)."""
+        return RankSlice(sampler, self.dp_rank, self.dp) if self.dp > 1 else sampler
+
+    def describe(self) -> str:
+        """A phrase for the start-up line: '' for one process."""
+        if self.mode == "none":
+            return ""
+        text = f"; {self.world} processes, {self.mode}"
+        if self.mode == "fsdp+tp":
+            text += f" on a {self.dp} x {self.tp} mesh (fsdp x tp)"
+        return text
 
 
 def run_on_main(fn: Callable[[], T]) -> T:
@@ -206,10 +246,23 @@ class RankSlice:
         self.block_size = sampler.block_size
         self.batch_size = sampler.batch_size // world
 
-    def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.sampler.batch(step, micro)
+    def batch(self, step: int, micro: int = 0):
+        """This rank's rows of the global batch: a tensor, or a tuple or dict of them (a
+        fine-tuning task's batch, padded to the global batch's longest example)."""
         rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        return x[rows], y[rows]
+
+        def cut(value):
+            if isinstance(value, torch.Tensor):
+                return value[rows]
+            if isinstance(value, dict):
+                return {k: cut(v) for k, v in value.items()}
+            return type(value)(cut(v) for v in value)
+
+        return cut(self.sampler.batch(step, micro))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
 
 
 # ---------------------------------------------------------------- wrapping
@@ -231,10 +284,9 @@ def check_tensor_parallel(model: nn.Module, ways: int) -> None:
             )
 
 
-def wrap(
-    model: nn.Module, mode: str, device: torch.device, tp_size: int | None = None
-) -> nn.Module:
-    """Apply `mode` to a built model (on `device`); returns the module to train."""
+def wrap(model: nn.Module, plan: ParallelPlan, device: torch.device) -> nn.Module:
+    """Apply the plan's mode to a built model (on `device`); returns the module to train."""
+    mode, tp = plan.mode, plan.tp
     if mode == "none":
         return model
     if mode == "ddp":
@@ -247,7 +299,6 @@ def wrap(
         raise LmforgeError(f"unknown train.parallel={mode!r}; choose one of {', '.join(MODES)}")
     from torch.distributed.device_mesh import init_device_mesh
 
-    tp = tensor_parallel_size(mode, tp_size)
     # rank = data_rank * tp + tensor_rank: a row of the mesh is one TP group
     mesh = init_device_mesh(device.type, (world_size() // tp, tp), mesh_dim_names=("dp", "tp"))
     if tp > 1:

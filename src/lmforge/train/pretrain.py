@@ -18,9 +18,6 @@ Under torchrun every rank runs this function: rank 0 builds the run directory, a
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +26,6 @@ import torch
 
 from lmforge.config import Config, DataConfig, ModelConfig, build_config
 from lmforge.data import WindowSampler, encode_documents, eval_windows, open_split, write_split
-from lmforge.device import resolve_precision
 from lmforge.errors import LmforgeError
 from lmforge.fileio import write_json, write_text
 from lmforge.infer import Sampling, generate
@@ -39,6 +35,7 @@ from lmforge.text import load_corpus
 from lmforge.tokenizers import Tokenizer
 from lmforge.train import distributed
 from lmforge.train.checkpoint import STATE_FILE, has_checkpoint
+from lmforge.train.job import PretrainResult, RunDir, launch
 from lmforge.train.memory import estimate_memory
 from lmforge.train.metrics import (
     TENSORBOARD_DIR,
@@ -51,38 +48,24 @@ from lmforge.train.metrics import (
 from lmforge.train.trainer import (
     EarlyStopping,
     MaskedLM,
+    Objective,
+    Trainer,
     TrainingInterrupted,
     evaluate,
-    train,
+    lm_evaluation,
 )
 
 
-def _saved_config(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "config.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
+def run_dir_of(cfg: Config) -> RunDir:
+    return RunDir(cfg.run_dir, overwrite="--run.overwrite=true", other="--run.name")
 
 
 def resume_config(run_dir: str | Path, overrides: dict | None = None) -> Config:
     """The config a run was made with, plus `overrides` (e.g. a longer train.max_steps)."""
-    saved = _saved_config(Path(run_dir))
+    saved = RunDir(run_dir, "", "").saved_config()
     if saved is None:
         raise LmforgeError(f"no run to resume at {run_dir} (config.json missing); drop --resume")
     return build_config(saved, overrides)
-
-
-def check_replaceable(run_dir: Path, overwrite: bool) -> None:
-    """A run directory is only replaced when asked, and only if it is an lmforge run."""
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        return
-    if not overwrite:
-        raise LmforgeError(
-            f"run directory {run_dir} already exists; continue it with --resume, replace it "
-            "with --run.overwrite=true, or choose another --run.name"
-        )
-    if _saved_config(run_dir) is None and not has_checkpoint(run_dir):
-        raise LmforgeError(f"{run_dir} is not an lmforge run directory; refusing to delete it")
 
 
 def train_tokenizer(data: DataConfig, texts: list[str]) -> Tokenizer:
@@ -103,7 +86,7 @@ def sized_model_config(model: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
 
 
 def _check_same_run(run_dir: Path, cfg: Config) -> None:
-    saved = _saved_config(run_dir)
+    saved = run_dir_of(cfg).saved_config()
     if saved is None:
         raise LmforgeError(f"{run_dir}/config.json is missing or corrupt; cannot resume this run")
     for section in ("model", "data"):
@@ -123,18 +106,15 @@ def _check_same_run(run_dir: Path, cfg: Config) -> None:
 def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple[Config, Tokenizer]:
     """Corpus -> tokenizer -> shards, assembled beside the run directory and moved into place
     only when complete, so bad input never costs an existing run or leaves half a new one."""
-    check_replaceable(cfg.run_dir, cfg.run.overwrite)  # before minutes of tokenizer training
+    run = run_dir_of(cfg)
+    run.check_replaceable(cfg.run.overwrite)  # before minutes of tokenizer training
     train_docs, valid_docs = load_corpus(
         cfg.data.corpus, cfg.data.text_field, cfg.data.invalid_utf8, cfg.data.valid_fraction
     )
     log(f"corpus: {len(train_docs)} train / {len(valid_docs)} valid documents")
     tokenizer = train_tokenizer(cfg.data, [d.text for d in train_docs])
     cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
-    run_dir = cfg.run_dir
-    staging = run_dir.with_name(f".{run_dir.name}.incomplete")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with run.staged() as staging:
         tokenizer.save(staging)
         for split, docs in (("train", train_docs), ("valid", valid_docs)):
             info = write_split(
@@ -153,22 +133,12 @@ def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple
                     f"{cfg.model.block_size}; give more text or lower --model.block_size"
                 )
         write_json(staging / "config.json", cfg.model_dump(mode="json"))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    # Swap by renames; the old run is deleted only once the new one is in place.
-    old = run_dir.with_name(f".{run_dir.name}.replaced")
-    shutil.rmtree(old, ignore_errors=True)
-    if run_dir.exists():
-        os.replace(run_dir, old)
-    os.replace(staging, run_dir)
-    shutil.rmtree(old, ignore_errors=True)
     return cfg, tokenizer
 
 
 def pretrain(
     cfg: Config, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print
-) -> dict:
+) -> PretrainResult:
     """Run the whole job; returns the figures also written to results.json."""
     masked = is_masked_lm(cfg)
     if not masked and (cfg.model.arch != "decoder" or cfg.model.head != "lm"):
@@ -185,13 +155,10 @@ def pretrain(
     if cfg.train.tensorboard:  # a missing package fails now, not after the tokenizer
         require_tensorboard()
     started = time.perf_counter()
-    device = distributed.setup(cfg.train.device)
-    if not distributed.is_main():  # rank 0 speaks for all
-        log, progress = (lambda message: None), False
-    mode = distributed.resolve_mode(cfg.train.parallel, log)
-    data_ranks = distributed.data_parallel_size(mode, cfg.train.tp_size)
-    accumulate = accumulation(cfg, data_ranks)  # before anything is written
-    precision = resolve_precision(cfg.train.precision, device)
+    job = launch(cfg.train, log, progress)
+    device, plan, precision = job.device, job.plan, job.precision
+    log, progress = job.log, job.progress
+    accumulate = accumulation(cfg, plan.dp)  # before anything is written
     torch.manual_seed(cfg.train.seed)  # the same initial weights and dropout stream on every rank
     run_dir = cfg.run_dir
     if resume:
@@ -211,12 +178,9 @@ def pretrain(
     token_bytes = torch.tensor(tokenizer.token_bytes())
     model = Transformer(cfg.model).to(device)
     model.checkpoint_activations(cfg.train.activation_checkpointing)
-    t = cfg.train.model_copy(update={"parallel": mode, "grad_accum_steps": accumulate})
-    tokens_per_step = distributed.tokens_per_step(t, cfg.model.block_size)
-    ranks = f"; {distributed.world_size()} processes, {mode}" if mode != "none" else ""
-    if mode == "fsdp+tp":
-        tp = distributed.tensor_parallel_size(mode, t.tp_size)
-        ranks += f" on a {data_ranks} x {tp} mesh (fsdp x tp)"
+    t = cfg.train.model_copy(update={"parallel": plan.mode, "grad_accum_steps": accumulate})
+    tokens_per_step = plan.tokens_per_step(t.batch_size, t.grad_accum_steps, cfg.model.block_size)
+    ranks = plan.describe()
     if t.grad_accum_steps > 1:
         ranks = f" in {t.grad_accum_steps} micro-batches{ranks}"
     log(
@@ -227,49 +191,54 @@ def pretrain(
     log(estimate_memory(model, t, precision).line(t.optimizer, t.activation_checkpointing))
 
     # Each rank keeps its slice of the global batch one process would draw (TP: all of it).
-    sampler = WindowSampler(train_tokens, cfg.model.block_size, t.batch_size * data_ranks, t.seed)
-    if data_ranks > 1:
-        data_rank = distributed.data_parallel_rank(mode, t.tp_size)
-        sampler = distributed.RankSlice(sampler, data_rank, data_ranks)
-    objective = {}
-    if not masked and cfg.run.eval_sample_tokens and mode in ("none", "ddp"):
-        # by rank 0 alone: a sharded (FSDP, TP) model's forward would need every rank
-        objective["sample_fn"] = lambda m: _sample(cfg, m, tokenizer, cfg.run.eval_sample_tokens)
+    sampler = plan.shard(
+        WindowSampler(train_tokens, cfg.model.block_size, t.batch_size * plan.dp, t.seed)
+    )
+    # only asked-for early stopping costs the best-weights writes and a last evaluation
+    monitor = (
+        EarlyStopping("loss", patience=t.early_stopping_patience)
+        if t.early_stopping_patience
+        else None
+    )
     if masked:
         mlm = masked_objective(tokenizer, cfg.model.vocab_size, t.seed)
         eval_sampler = WindowSampler(valid_tokens, cfg.model.block_size, t.batch_size, t.seed + 1)
-        objective = {
-            "loss_fn": mlm,
-            "evaluate_fn": lambda m: mlm.evaluate(
+        objective = Objective(
+            sampler,
+            loss=mlm,
+            evaluate=lambda m: mlm.evaluate(
                 m, (eval_sampler.batch(i) for i in range(t.eval_batches)), device, precision
             ),
-        }
-    try:
-        result = train(
-            distributed.wrap(model, mode, device, t.tp_size),
-            t,
-            sampler,
-            valid_tokens,
-            token_bytes,
-            run_dir,
-            device,
-            precision,
-            resume,
-            progress,
-            # only asked-for early stopping costs the best-weights writes and a last evaluation
-            monitor=(
-                EarlyStopping("loss", patience=t.early_stopping_patience)
-                if t.early_stopping_patience
-                else None
-            ),
-            **objective,
+            monitor=monitor,
         )
+    else:
+        objective = Objective(
+            sampler,
+            evaluate=lm_evaluation(valid_tokens, token_bytes, sampler, t, device, precision),
+            monitor=monitor,
+        )
+        if cfg.run.eval_sample_tokens and plan.mode in ("none", "ddp"):
+            # by rank 0 alone: a sharded (FSDP, TP) model's forward would need every rank
+            tokens = cfg.run.eval_sample_tokens
+            objective.sample = lambda m: _sample(cfg, m, tokenizer, tokens)
+    trainer = Trainer(
+        distributed.wrap(model, plan, device),
+        t,
+        objective,
+        run_dir,
+        device,
+        precision,
+        tokens_per_step=tokens_per_step,
+        progress=progress,
+    )
+    try:
+        result = trainer.fit(resume)
     except TrainingInterrupted:
         if resume and distributed.is_main():
-            write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
+            run_dir_of(cfg).write_config(cfg.model_dump(mode="json"))
         raise
 
-    def finish() -> dict:
+    def finish() -> PretrainResult:
         whole = model
         if distributed.is_sharded(model):  # FSDP and TP hold pieces: take the checkpoint written
             whole = Transformer(cfg.model).to(device)
@@ -343,8 +312,9 @@ def fill_mask_sample(model, tokenizer: Tokenizer, device) -> str:
 def _finish(cfg, model, tokenizer, valid_tokens, result, resume, device, precision, started):
     """Final held-out evaluation, sample, results.json, samples.txt and loss.png."""
     run_dir, t = cfg.run_dir, cfg.train
+    run = run_dir_of(cfg)
     if resume:  # record the settings the run continued with, now that its state has loaded
-        write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
+        run.write_config(cfg.model_dump(mode="json"))
     windows = eval_windows(valid_tokens, cfg.model.block_size, t.batch_size)
     masked = is_masked_lm(cfg)
     if masked:  # no bits per byte: a masked LM scores 15% of the tokens, seeing the rest
@@ -365,20 +335,21 @@ def _finish(cfg, model, tokenizer, valid_tokens, result, resume, device, precisi
     sample = (
         fill_mask_sample(model, tokenizer, device) if masked else _sample(cfg, model, tokenizer)
     )
-    summary = {
-        "steps": result.step,
-        "stopped_by_time_budget": result.stopped_by_budget,
-        "stopped_early": result.stopped_early,
-        "best_eval": result.best,
-        "valid_loss_nats_per_token": final["loss"],
-        "valid_bits_per_byte": final["bpb"],
-        "valid_tokens": final["tokens"],
-        "parameters": model.num_parameters(),
-        "device": str(device),
-        "precision": precision,
-        "minutes": (time.perf_counter() - started) / 60,
-    }
-    write_json(run_dir / "results.json", summary)
+    summary = PretrainResult(
+        steps=result.step,
+        stopped_by_time_budget=result.stopped_by_time_budget,
+        stopped_early=result.stopped_early,
+        best_eval=result.best,
+        valid_loss_nats_per_token=final["loss"],
+        valid_bits_per_byte=final["bpb"],
+        valid_tokens=final["tokens"],
+        parameters=model.num_parameters(),
+        device=str(device),
+        precision=precision,
+        minutes=(time.perf_counter() - started) / 60,
+        sample=sample,
+    )
+    run.write_results(summary)
     write_text(run_dir / "samples.txt", sample + "\n")
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    return {**summary, "sample": sample}
+    return summary

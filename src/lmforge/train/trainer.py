@@ -45,7 +45,7 @@ class TrainingInterrupted(Exception):
 @dataclass
 class TrainResult:
     step: int  # optimizer steps completed
-    stopped_by_budget: bool
+    stopped_by_time_budget: bool
     stopped_early: bool = False  # the validation metric stopped improving
     best: dict | None = None  # the best evaluation so far and its step, with a monitor
 
@@ -215,210 +215,332 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train(
-    model: torch.nn.Module,
+@dataclass
+class Objective:
+    """What a run trains for: `sampler.batch(step, micro)` gives each micro-batch,
+    `loss(model, batch)` its loss, `evaluate(model)` the validation figures, `monitor`
+    watches one of them (the best weights go to best.safetensors; with a patience the run
+    stops once it stops improving), and `sample(model)` is text generated at each periodic
+    evaluation (by rank 0, on the unwrapped model; it must leave the global RNG alone)."""
+
+    sampler: object
+    evaluate: Callable[[torch.nn.Module], dict]
+    loss: Callable[[torch.nn.Module, object], torch.Tensor] = lm_loss
+    monitor: EarlyStopping | None = None
+    sample: Callable[[torch.nn.Module], str] | None = None
+
+
+def lm_evaluation(
+    valid_tokens: np.ndarray,
+    token_bytes: torch.Tensor,
+    sampler,
     cfg: TrainConfig,
-    sampler: WindowSampler,
-    valid_tokens: np.ndarray | None,
-    token_bytes: torch.Tensor | None,
-    run_dir: str | Path,
     device: torch.device,
     precision: str,
-    resume: bool = False,
-    progress: bool = True,
+) -> Callable[[torch.nn.Module], dict]:
+    """Pretraining's periodic evaluation: LM loss and bits per byte on cfg.eval_batches
+    windows of the validation tokens, the same windows every time."""
+    windows = WindowSampler(valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1)
+
+    def run(model: torch.nn.Module) -> dict:
+        batches = (windows.batch(i) for i in range(cfg.eval_batches))
+        return evaluate(model, batches, token_bytes, device, precision)
+
+    return run
+
+
+@dataclass
+class TrainState:
+    """Where a run is: optimizer steps done, training seconds so far (a time budget spans
+    resumes), the step of the checkpoint on disk and of the last evaluation, and the
+    monitor's record. `state_dict` is what travels with each checkpoint."""
+
+    step: int = 0
+    elapsed: float = 0.0
+    saved_step: int = 0
+    last_eval: int = -1
+    monitor: EarlyStopping | None = None
+
+    def state_dict(self) -> dict:
+        state = {"elapsed_s": self.elapsed}
+        if self.monitor is not None:
+            state["monitor"] = asdict(self.monitor)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """From a loaded checkpoint (`load_checkpoint`'s dict, with its 'step')."""
+        self.step = self.saved_step = state.get("step", 0)
+        self.elapsed = state.get("elapsed_s", 0.0)
+        if self.monitor is not None and "monitor" in state:
+            for key, value in state["monitor"].items():
+                setattr(self.monitor, key, value)
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The loss of a step was inf or nan; raised before the update touches the weights."""
+
+    def __init__(self, value: float):
+        super().__init__(f"training loss became {value}")
+        self.value = value
+
+
+@dataclass
+class StepOutcome:
+    loss: float  # the mean over the global batch, the same on every rank
+    grad_norm: float  # before clipping; nan without clipping
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Iterable,
     *,
+    lr: float,
+    device: torch.device,
+    precision: str = "fp32",
     loss_fn: Callable[[torch.nn.Module, object], torch.Tensor] = lm_loss,
-    evaluate_fn: Callable[[torch.nn.Module], dict] | None = None,
-    monitor: EarlyStopping | None = None,
-    sample_fn: Callable[[torch.nn.Module], str] | None = None,
-) -> TrainResult:
-    """Train `model` in place up to cfg.max_steps, checkpointing into `run_dir`.
+    grad_clip: float = 0.0,
+    forward: torch.nn.Module | None = None,
+) -> StepOutcome:
+    """One optimizer step: set the learning rate, accumulate the gradients of the
+    micro-batches (synchronised across ranks on the last), check the loss is finite, clip,
+    step and clear. `forward` (the model compiled, say) computes the losses; `model` is
+    what DDP/FSDP wrapped and the optimizer holds."""
+    forward = model if forward is None else forward
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    batches = list(micro_batches)
+    loss_sum = 0.0
+    for i, batch in enumerate(batches):
+        batch = to_device(batch, device)
+        with distributed.gradient_sync(model, i == len(batches) - 1):
+            with autocast(device, precision):
+                loss = loss_fn(forward, batch)
+            (loss / len(batches)).backward()
+        loss_sum += loss.item()
+    loss_value = distributed.mean_over_ranks(loss_sum / len(batches))
+    if not math.isfinite(loss_value):  # stop before the update spoils the weights
+        raise NonFiniteLoss(loss_value)
+    grad_norm = distributed.clip_grad_norm(model, grad_clip) if grad_clip > 0 else float("nan")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepOutcome(loss_value, grad_norm)
 
-    `sampler.batch(step, micro)` gives each micro-batch and `loss_fn(model, batch)` its loss.
-    `evaluate_fn(model)` returns the validation figures (default: LM loss and bits per byte
-    on `valid_tokens`). A `monitor` watches one of them: the best weights so far are kept in
-    best.safetensors, and with a patience the run stops once the metric stops improving.
-    `sample_fn(model)`, text the model generates, is shown and logged at each periodic
-    evaluation (by rank 0, on the unwrapped model; it must leave the global RNG alone).
-    Under torchrun, `model` is already wrapped for `cfg.parallel` and `sampler` yields this
-    rank's share of each batch; every rank calls this."""
-    run_dir = Path(run_dir)
-    main = distributed.is_main()
-    optimizer = build_optimizer(model, cfg, device)
-    state = load_checkpoint(run_dir, model, optimizer) if resume else {}
-    start = state.get("step", 0)
-    if monitor is not None and "monitor" in state:
-        for key, value in state["monitor"].items():
-            setattr(monitor, key, value)
-    log = (
-        MetricsLog(
-            run_dir / "metrics.jsonl",
-            resume_step=start if resume else None,
-            tensorboard=cfg.tensorboard,
-        )
-        if main
-        else None
-    )
-    forward = CompiledOrEager(model) if cfg.compile else model
-    if evaluate_fn is None:
-        eval_sampler = WindowSampler(
-            valid_tokens, sampler.block_size, sampler.batch_size, cfg.seed + 1
-        )
-    tokens_per_step = distributed.tokens_per_step(cfg, sampler.block_size)
-    # model FLOPs utilisation: the model's matmul FLOPs over what the processes' matmuls reach
-    flops_per_token = getattr(distributed.unwrap(model), "flops_per_token", lambda: 0)()
-    peak = matmul_peak(device, precision) * distributed.world_size()
 
-    def write(**record) -> None:
-        if log is not None:
-            log.write(**record)
+class Trainer:
+    """The loop over `train_step`: the schedule (steps or the clock, whichever runs out
+    first), logging, periodic evaluation and checkpoints, early stopping, the time budget
+    and a clean stop on Ctrl-C. Under torchrun, `model` is already wrapped for
+    cfg.parallel and the objective's sampler yields this rank's share of each batch;
+    every rank runs the loop, rank 0 alone logs and writes."""
 
-    last_eval = -1
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        objective: Objective,
+        run_dir: str | Path,
+        device: torch.device,
+        precision: str,
+        *,
+        tokens_per_step: int,
+        progress: bool = True,
+    ):
+        self.model, self.cfg, self.objective = model, cfg, objective
+        self.run_dir, self.device, self.precision = Path(run_dir), device, precision
+        self.tokens_per_step, self.progress = tokens_per_step, progress
+        self.main = distributed.is_main()
+        self.optimizer = build_optimizer(model, cfg, device)
+        self.forward = CompiledOrEager(model) if cfg.compile else model
+        self.state = TrainState(monitor=objective.monitor)
+        # model FLOPs utilisation: the model's matmul FLOPs over what the processes reach
+        self.flops_per_token = getattr(distributed.unwrap(model), "flops_per_token", lambda: 0)()
+        self.peak = matmul_peak(device, precision) * distributed.world_size()
+        self.budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+        self.log: MetricsLog | None = None
+        self.stop = _StopFlag()
 
-    def run_eval(step: int) -> dict:
-        nonlocal last_eval
-        last_eval = step
-        # Every rank evaluates (FSDP and TP forwards need them all); rank 0 logs.
-        if evaluate_fn is None:
-            batches = (eval_sampler.batch(i) for i in range(cfg.eval_batches))
-            result = evaluate(forward, batches, token_bytes, device, precision)
-        else:
-            result = evaluate_fn(forward)
+    # ------------------------------------------------------------ pieces of the loop
+
+    def write(self, **record) -> None:
+        if self.log is not None:
+            self.log.write(**record)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+    def lr(self) -> float:
+        """The schedule at this step; under a time budget it follows whichever runs out
+        first, steps or minutes, so the rate has decayed by the time the budget stops the
+        run. Every rank follows the same clock: the one furthest along."""
+        cfg, step = self.cfg, self.state.step
+        time_step = int(self.elapsed() / self.budget * cfg.max_steps)
+        if cfg.max_minutes:
+            time_step = int(distributed.max_over_ranks(time_step)[0])
+        return lr_at(max(step, time_step), cfg)
+
+    def step_once(self) -> StepOutcome:
+        cfg, step = self.cfg, self.state.step
+        lr = self.lr()
+        micro = (self.objective.sampler.batch(step, m) for m in range(cfg.grad_accum_steps))
+        try:
+            outcome = train_step(
+                self.model,
+                self.optimizer,
+                micro,
+                lr=lr,
+                device=self.device,
+                precision=self.precision,
+                loss_fn=self.objective.loss,
+                grad_clip=cfg.grad_clip,
+                forward=self.forward,
+            )
+        except NonFiniteLoss as e:
+            saved = self.state.saved_step
+            last = (
+                f"the last checkpoint, of step {saved}, is in {self.run_dir}"
+                if saved
+                else "no checkpoint was written yet"
+            )
+            raise LmforgeError(
+                f"training loss became {e.value} at step {step + 1}; {last}: lower "
+                "--train.learning_rate and resume with --resume (or start again)"
+            ) from None
+        self._lr = lr
+        return outcome
+
+    def evaluate(self) -> dict:
+        """The objective's evaluation on every rank (FSDP and TP forwards need them all);
+        rank 0 logs it. A new best of the monitored metric saves the best weights."""
+        step, monitor = self.state.step, self.state.monitor
+        self.state.last_eval = step
+        result = self.objective.evaluate(self.forward)
         figures = {k: v for k, v in result.items() if isinstance(v, int | float)}
-        write(event="eval", step=step, **figures)
+        self.write(event="eval", step=step, **figures)
         if monitor is not None and monitor.update(step, result):
-            stop.saving = True
-            save_best(run_dir, model, step)
-            stop.saving = False
+            self.stop.saving = True
+            save_best(self.run_dir, self.model, step)
+            self.stop.saving = False
         return result
 
-    saved_step = start  # of the checkpoint on disk (0: none)
+    def checkpoint(self) -> None:
+        self.stop.saving = True
+        self.state.elapsed = self.elapsed()
+        save_checkpoint(
+            self.run_dir, self.model, self.optimizer, self.state.step, self.state.state_dict()
+        )
+        self.state.saved_step = self.state.step
+        self.stop.saving = False
 
-    def checkpoint(step: int) -> None:
-        nonlocal saved_step
-        stop.saving = True
-        # The training time so far travels with the checkpoint: a time budget spans resumes.
-        elapsed = time.perf_counter() - started
-        extra = {"elapsed_s": elapsed}
-        if monitor is not None:
-            extra["monitor"] = asdict(monitor)
-        save_checkpoint(run_dir, model, optimizer, step, extra)
-        saved_step = step
-        stop.saving = False
+    def maybe_evaluate(self, out_of_time: bool) -> bool:
+        """At each eval_interval (but not the last step, evaluated by the job, nor once out
+        of time): evaluate, show a sample, checkpoint. True when early stopping says stop."""
+        step, cfg, monitor = self.state.step, self.cfg, self.state.monitor
+        if step % cfg.eval_interval or step >= cfg.max_steps or out_of_time:
+            return False
+        result = self.evaluate()
+        if self.main:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
+            self.bar.write(f"step {step}: valid {shown}")
+            if self.objective.sample is not None:
+                text = self.objective.sample(distributed.unwrap(self.model))
+                self.write(event="sample", step=step, text=text)
+                self.bar.write(f"step {step}: sample {text!r}")
+        self.checkpoint()
+        if monitor is None or not monitor.should_stop:
+            return False
+        if self.main:
+            self.bar.write(
+                f"early stop: valid {monitor.metric} has not improved on {monitor.best:.4f} "
+                f"(step {monitor.best_step}) for {monitor.bad_evals} evaluations"
+            )
+        return True
 
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    started = time.perf_counter() - state.get("elapsed_s", 0.0)
-    stopped_by_budget = stopped_early = False
-    bar = tqdm(
-        total=cfg.max_steps,
-        initial=start,
-        disable=not (progress and main),
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0,
-    )
-    model.train()
-    step = start
-    stop = _StopFlag()
-    with stop:
-        while step < cfg.max_steps:
-            t0 = time.perf_counter()
-            # Under a time budget the schedule follows whichever runs out first, steps or
-            # minutes, so the learning rate has decayed by the time the budget stops the run.
-            time_step = int((t0 - started) / budget * cfg.max_steps)
-            if cfg.max_minutes:  # every rank follows the same clock: the one furthest along
-                time_step = int(distributed.max_over_ranks(time_step)[0])
-            lr = lr_at(max(step, time_step), cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(cfg.grad_accum_steps):
-                batch = to_device(sampler.batch(step, micro), device)
-                with distributed.gradient_sync(model, micro == cfg.grad_accum_steps - 1):
-                    with autocast(device, precision):
-                        loss = loss_fn(forward, batch)
-                    (loss / cfg.grad_accum_steps).backward()
-                loss_sum += loss.item()
-            # the mean over the global batch, the same figure on every rank
-            loss_value = distributed.mean_over_ranks(loss_sum / cfg.grad_accum_steps)
-            if not math.isfinite(loss_value):  # stop before the update spoils the weights
-                last = (
-                    f"the last checkpoint, of step {saved_step}, is in {run_dir}"
-                    if saved_step
-                    else "no checkpoint was written yet"
-                )
-                raise LmforgeError(
-                    f"training loss became {loss_value} at step {step + 1}; {last}: lower "
-                    "--train.learning_rate and resume with --resume (or start again)"
-                )
-            if cfg.grad_clip > 0:
-                grad_norm = distributed.clip_grad_norm(model, cfg.grad_clip)
-            else:
-                grad_norm = float("nan")
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            dt = time.perf_counter() - t0
-            tokens_per_s = tokens_per_step / dt
-            mfu = tokens_per_s * flops_per_token / peak
-            if step % cfg.log_interval == 0 or step == cfg.max_steps:
-                write(
-                    event="train",
-                    step=step,
-                    loss=loss_value,
-                    lr=lr,
-                    grad_norm=grad_norm,
-                    tokens_per_s=tokens_per_s,
-                    mfu=mfu,
-                )
-            bar.set_postfix(
-                loss=f"{loss_value:.3f}",
-                lr=f"{lr:.2e}",
-                tok_s=f"{tokens_per_s:,.0f}",
-                mfu=f"{mfu:.0%}",
-                refresh=False,
+    def should_stop(self) -> tuple[bool, bool]:
+        """(Ctrl-C was pressed, the time budget is spent), agreed by all ranks: what one of
+        them sees stops them all."""
+        out_of_time = self.elapsed() > self.budget
+        requested, out_of_time = map(
+            bool, distributed.max_over_ranks(self.stop.requested, out_of_time)
+        )
+        return requested, out_of_time
+
+    def log_step(self, outcome: StepOutcome, seconds: float) -> None:
+        cfg, step = self.cfg, self.state.step
+        tokens_per_s = self.tokens_per_step / seconds
+        mfu = tokens_per_s * self.flops_per_token / self.peak
+        if step % cfg.log_interval == 0 or step == cfg.max_steps:
+            self.write(
+                event="train",
+                step=step,
+                loss=outcome.loss,
+                lr=self._lr,
+                grad_norm=outcome.grad_norm,
+                tokens_per_s=tokens_per_s,
+                mfu=mfu,
             )
-            bar.update(1)
-            # Ranks stop together: a Ctrl-C or the clock seen by one of them stops them all.
-            out_of_time = time.perf_counter() - started > budget
-            stop_requested, out_of_time = map(
-                bool, distributed.max_over_ranks(stop.requested, out_of_time)
+        self.bar.set_postfix(
+            loss=f"{outcome.loss:.3f}",
+            lr=f"{self._lr:.2e}",
+            tok_s=f"{tokens_per_s:,.0f}",
+            mfu=f"{mfu:.0%}",
+            refresh=False,
+        )
+        self.bar.update(1)
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train up to cfg.max_steps (from the checkpoint in run_dir with `resume`)."""
+        cfg, state = self.cfg, self.state
+        if resume:
+            state.load_state_dict(load_checkpoint(self.run_dir, self.model, self.optimizer))
+        start = state.step
+        if self.main:
+            self.log = MetricsLog(
+                self.run_dir / "metrics.jsonl",
+                resume_step=start if resume else None,
+                tensorboard=cfg.tensorboard,
             )
-            if step % cfg.eval_interval == 0 and step < cfg.max_steps and not out_of_time:
-                result = run_eval(step)
-                if main:
-                    shown = ", ".join(
-                        f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)
-                    )
-                    bar.write(f"step {step}: valid {shown}")
-                    if sample_fn is not None:
-                        text = sample_fn(distributed.unwrap(model))
-                        write(event="sample", step=step, text=text)
-                        bar.write(f"step {step}: sample {text!r}")
-                checkpoint(step)
-                if monitor is not None and monitor.should_stop:
-                    if main:
-                        bar.write(
-                            f"early stop: valid {monitor.metric} has not improved on "
-                            f"{monitor.best:.4f} (step {monitor.best_step}) for "
-                            f"{monitor.bad_evals} evaluations"
-                        )
+        self._started = time.perf_counter() - state.elapsed
+        self.bar = tqdm(
+            total=cfg.max_steps,
+            initial=start,
+            disable=not (self.progress and self.main),
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
+        stopped_by_budget = stopped_early = False
+        self.model.train()
+        with self.stop:
+            while state.step < cfg.max_steps:
+                t0 = time.perf_counter()
+                outcome = self.step_once()
+                state.step += 1
+                self.log_step(outcome, time.perf_counter() - t0)
+                requested, out_of_time = self.should_stop()
+                if self.maybe_evaluate(out_of_time):
                     stopped_early = True
                     break
-            if stop_requested:
-                checkpoint(step)
-                bar.close()
-                raise TrainingInterrupted(step)
-            if out_of_time:
-                if main:
-                    bar.write(f"time budget of {cfg.max_minutes} min reached at step {step}")
-                stopped_by_budget = True
-                break
-    bar.close()
-    if monitor is not None and last_eval != step:
-        run_eval(step)  # the last steps may hold the best weights
-    checkpoint(step)
-    best = None
-    if monitor is not None:
-        best = {"step": monitor.best_step, monitor.metric: monitor.best}
-    return TrainResult(step, stopped_by_budget, stopped_early, best)
+                if requested:
+                    self.checkpoint()
+                    self.bar.close()
+                    raise TrainingInterrupted(state.step)
+                if out_of_time:
+                    if self.main:
+                        self.bar.write(
+                            f"time budget of {cfg.max_minutes} min reached at step {state.step}"
+                        )
+                    stopped_by_budget = True
+                    break
+        self.bar.close()
+        monitor = state.monitor
+        if monitor is not None and state.last_eval != state.step:
+            self.evaluate()  # the last steps may hold the best weights
+        self.checkpoint()
+        best = (
+            None if monitor is None else {"step": monitor.best_step, monitor.metric: monitor.best}
+        )
+        return TrainResult(state.step, stopped_by_budget, stopped_early, best)
+

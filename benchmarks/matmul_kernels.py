@@ -8,7 +8,7 @@
 - matrix-vector read rate over 24 such matrices (out of cache) against a plain sum: what
   bounds a decode step.
 
-Prints a table, then one JSON line.  Run:  python benchmarks/kernels.py
+Prints a table, then one JSON line.  Run:  python benchmarks/matmul_kernels.py
 """
 
 from __future__ import annotations
