@@ -303,7 +303,17 @@ def _read_yaml(source: str) -> dict:
     if path.suffix in {".yaml", ".yml"} or path.exists():
         if not path.is_file():
             raise LmforgeError(f"config file not found: {source}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise LmforgeError(
+                f"{source}: not UTF-8 text (byte {e.start}); save the config as UTF-8 YAML"
+            ) from None
+        if not text.strip():  # a truncated download or a mistaken path, not "all defaults"
+            raise LmforgeError(
+                f"{source} is empty; give a YAML config with sections (model:, train:, ...) "
+                "or a preset name"
+            )
     elif source in preset_names():
         text = (resources.files("lmforge") / "configs" / f"{source}.yaml").read_text("utf-8")
     else:
@@ -312,14 +322,20 @@ def _read_yaml(source: str) -> dict:
             "or give the path of a .yaml file"
         )
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise LmforgeError(
             f"{source}: not valid YAML ({e.__class__.__name__}); fix the file"
         ) from e
+    if data is None:  # comments only
+        raise LmforgeError(
+            f"{source} is empty (comments only); give sections (model:, train:, ...) or a "
+            "preset name"
+        )
     if not isinstance(data, dict):
         raise LmforgeError(
-            f"{source}: a config must be a mapping of sections (model:, train:, ...)"
+            f"{source}: a config must be a mapping of sections (model:, train:, ...), not a "
+            f"{type(data).__name__}; fix the file"
         )
     return data
 

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from lmforge.errors import LmforgeError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -68,3 +70,45 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def staged_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh folder beside `path` to fill. On success it replaces `path` by renames (an old
+    `path` is deleted only once the new one is in place); on any error it is removed, and so
+    are the parent folders it had to create: a failed command leaves nothing behind."""
+    path = Path(path)
+    created = []
+    parent = path.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    staging = path.with_name(f".{path.name}.incomplete")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    old = path.with_name(f".{path.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(staging, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_new_directory(path: str | os.PathLike, overwrite: bool, flag: str = "--overwrite"):
+    """Refuse to write into an existing non-empty `path` unless `overwrite`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LmforgeError(f"{path} exists and is not a directory; choose another output")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise LmforgeError(
+            f"{path} already exists and is not empty; pass {flag} to replace it, or choose "
+            "another output"
+        )

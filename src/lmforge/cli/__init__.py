@@ -36,8 +36,16 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: what was wrong and where to look, exit 2.
+    Subcommand parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"lmforge: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lmforge",
         description="Build language models by hand: corpus, tokenizer, Transformer, training, "
         "generation.",

@@ -11,7 +11,9 @@ def register(sub) -> None:
         "bench-generate", help="time prompt prefill and token decoding of a model on this machine"
     )
     p.add_argument("model", help="run or model directory")
-    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument(
+        "--prompt-tokens", type=int, default=None, help="default: 128, or what the context leaves"
+    )
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument(
@@ -32,11 +34,17 @@ def run(args, extra) -> int:
     from lmforge.infer import Sampling, generate, load_model_and_tokenizer
     from lmforge.infer.precision import inference_models
 
-    if args.prompt_tokens < 1 or args.new_tokens < 2 or args.batch < 1:
+    asked = args.prompt_tokens
+    if (asked is not None and asked < 1) or args.new_tokens < 2 or args.batch < 1:
         raise LmforgeError("give --prompt-tokens >= 1, --new-tokens >= 2 and --batch >= 1")
     model, tokenizer = load_model_and_tokenizer(args.model, pick_device(args.device))
     context = model.config.block_size
-    prompt_tokens = min(args.prompt_tokens, context - args.new_tokens)
+    if asked is not None and asked + args.new_tokens > context:
+        raise LmforgeError(
+            f"--prompt-tokens {asked} + --new-tokens {args.new_tokens} exceed the model's "
+            f"context of {context}; lower them"
+        )
+    prompt_tokens = min(asked or 128, context - args.new_tokens)
     if prompt_tokens < 1:
         raise LmforgeError(f"--new-tokens must be below the model's context ({context})")
     generator = torch.Generator().manual_seed(0)

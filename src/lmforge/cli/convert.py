@@ -30,6 +30,7 @@ def register(sub) -> None:
 
 def run(args, extra) -> int:
     from lmforge.errors import LmforgeError
+    from lmforge.fileio import check_new_directory, staged_directory
     from lmforge.infer.loading import load_tokenizer
     from lmforge.models import from_pretrained, load_hf, save_model_dir, save_pretrained
     from lmforge.models.io import is_hf_directory
@@ -37,21 +38,27 @@ def run(args, extra) -> int:
     dst = Path(args.dst)
     if (dst / "config.json").exists() and not args.overwrite:
         raise LmforgeError(f"{dst} already holds a model; pass --overwrite to replace it")
+    if dst.is_dir() and any(dst.iterdir()) and not (dst / "config.json").exists():
+        raise LmforgeError(f"{dst} exists and holds no model; refusing to replace it")
+    check_new_directory(dst, args.overwrite)
     if args.source_format == "hf":
         if args.family:
             raise LmforgeError("--family only applies with --to hf")
         if not is_hf_directory(args.src):
             raise LmforgeError(f"{args.src} is not a Hugging Face directory (no model_type)")
         model = load_hf(args.src)
-        save_model_dir(model, dst)
     else:
         model = from_pretrained(args.src)
-        save_pretrained(model, dst, args.family)
     written = ["config.json", "model.safetensors"]
-    try:
-        load_tokenizer(args.src).save(dst)
-        written.append("tokenizer.json")
-    except LmforgeError as e:
-        written.append(f"no tokenizer ({e})")
+    with staged_directory(dst) as out:  # all of it, or nothing
+        if args.source_format == "hf":
+            save_model_dir(model, out)
+        else:
+            save_pretrained(model, out, args.family)
+        try:
+            load_tokenizer(args.src).save(out)
+            written.append("tokenizer.json")
+        except LmforgeError as e:
+            written.append(f"no tokenizer ({e})")
     print(f"{model.num_parameters():,} parameters -> {dst}: {', '.join(written)}")
     return 0

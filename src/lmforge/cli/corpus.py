@@ -26,6 +26,7 @@ def register(sub) -> None:
     export = cmds.add_parser("export", help="write train.txt and valid.txt")
     export.add_argument("corpus", nargs="*", default=["shakespeare"])
     export.add_argument("--output", required=True, help="directory to write into")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     add_reading_options(export)
     export.set_defaults(run=run_export)
     demo = cmds.add_parser(
@@ -57,14 +58,16 @@ def run_stats(args, extra) -> int:
 
 
 def run_export(args, extra) -> int:
-    from lmforge.fileio import write_text
+    from lmforge.fileio import check_new_directory, staged_directory, write_text
     from lmforge.text import load_corpus
 
+    check_new_directory(args.output, args.overwrite)
     train, valid = load_corpus(args.corpus, args.text_field, args.invalid_utf8)
-    for name, docs in (("train", train), ("valid", valid)):
-        path = Path(args.output) / f"{name}.txt"
-        write_text(path, "\n".join(d.text for d in docs))
-        print(f"wrote {path}")
+    with staged_directory(args.output) as out:
+        for name, docs in (("train", train), ("valid", valid)):
+            write_text(out / f"{name}.txt", "\n".join(d.text for d in docs))
+    for name in ("train", "valid"):
+        print(f"wrote {Path(args.output) / name}.txt")
     return 0
 
 

@@ -36,15 +36,20 @@ def register(sub) -> None:
 def run_train(args, extra) -> int:
     import time
 
-    from lmforge.config import DataConfig
+    from lmforge.config import build_config
+    from lmforge.errors import LmforgeError
     from lmforge.text import load_corpus
     from lmforge.train.pretrain import train_tokenizer
 
+    settings = {"data.tokenizer": args.algorithm, "data.pre_tokenizer": args.pattern}
+    if args.vocab_size is not None:
+        settings["data.vocab_size"] = args.vocab_size
+    try:
+        data = build_config({}, settings).data
+    except LmforgeError as e:  # it names data.vocab_size; the flag is --vocab-size
+        raise LmforgeError(str(e).replace("data.vocab_size", "--vocab-size")) from None
     train, _ = load_corpus(args.inputs, args.text_field, args.invalid_utf8)
     started = time.perf_counter()
-    data = DataConfig(
-        tokenizer=args.algorithm, vocab_size=args.vocab_size, pre_tokenizer=args.pattern
-    )
     tokenizer = train_tokenizer(data, [d.text for d in train])
     path = tokenizer.save(args.output)
     seconds = time.perf_counter() - started

@@ -10,11 +10,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import torch
 from lmforge.config import TrainConfig
 from lmforge.device import resolve_precision
 from lmforge.errors import LmforgeError
-from lmforge.fileio import write_json
+from lmforge.fileio import staged_directory, write_json
 from lmforge.train import distributed
 from lmforge.train.checkpoint import has_checkpoint
 from lmforge.train.distributed import ParallelPlan
@@ -82,24 +79,10 @@ class RunDir:
                 f"{self.path} is not an lmforge run directory; refusing to delete it"
             )
 
-    @contextlib.contextmanager
-    def staged(self) -> Iterator[Path]:
+    def staged(self):
         """A fresh folder beside the run to fill; on success it replaces the run (the old
         one is deleted only once the new one is in place), on any error it is removed."""
-        staging = self.path.with_name(f".{self.path.name}.incomplete")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            yield staging
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        old = self.path.with_name(f".{self.path.name}.replaced")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.path.exists():
-            os.replace(self.path, old)
-        os.replace(staging, self.path)
-        shutil.rmtree(old, ignore_errors=True)
+        return staged_directory(self.path)
 
     def write_config(self, data: dict) -> None:
         write_json(self.path / "config.json", data)
