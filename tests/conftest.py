@@ -9,6 +9,17 @@ from lmforge.config import build_config
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` skip, with the reason, where no CUDA GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 TINY_TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
     "All:\nSpeak, speak.\n\n"

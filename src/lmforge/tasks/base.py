@@ -4,8 +4,8 @@ putting a task head on a base model.
 A task turns records (see records.py) into training examples, batches them, computes the
 training loss, predicts from raw records and scores predictions with the metric people report.
 A fine-tuned model directory is an ordinary model directory whose config.json also has a
-"task" section (`settings`): the task's name, field names, labels, lengths. `load_task_model`
-reads it back for `lmforge evaluate TASK` and `lmforge.pipeline`.
+"task" section (`settings`): the task's name, field names, labels, lengths; `load_task_model`
+(tasks/registry.py) reads it back for `lmforge evaluate TASK` and `lmforge.pipeline`.
 """
 
 from __future__ import annotations

@@ -543,4 +543,3 @@ class Trainer:
             None if monitor is None else {"step": monitor.best_step, monitor.metric: monitor.best}
         )
         return TrainResult(state.step, stopped_by_budget, stopped_early, best)
-
