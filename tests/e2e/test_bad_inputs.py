@@ -104,6 +104,25 @@ GOOD = [json.dumps({"text": f"the {w} day", "label": lab}) for w, lab in [("fine
 GOOD += [json.dumps({"text": "the vile day", "label": "neg"})] * 4
 
 
+def _other_adapter() -> bytes:
+    """A LoRA adapter file for a module the test model does not have."""
+    import tempfile
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "a.safetensors"
+        key = "base_model.model.model.layers.0.self_attn.q_proj"
+        save_file(
+            {f"{key}.lora_A.weight": torch.zeros(2, 8), f"{key}.lora_B.weight": torch.zeros(8, 2)},
+            path,
+        )
+        return path.read_bytes()
+
+
+SAFETENSORS_OTHER = _other_adapter()
+
+
 @dataclass
 class Case:
     id: str
@@ -473,6 +492,65 @@ CASES = [
         r"config\.json|model_type",
         setup=[broken(no_config)],
     ),
+    # ---- LoRA
+    Case(
+        "finetune-lora-unknown-target",
+        [
+            "finetune",
+            "classification",
+            *FT,
+            "--train",
+            "t.jsonl",
+            "--method",
+            "lora",
+            "--lora.targets=q,gate",
+        ],
+        r"no layer of this model is named gate; its targets are q, k, v, out",
+        setup=[model, records("t.jsonl", GOOD)],
+    ),  # fmt: skip
+    Case(
+        "finetune-lora-rank-too-big",
+        [
+            "finetune",
+            "classification",
+            *FT,
+            "--train",
+            "t.jsonl",
+            "--method",
+            "lora",
+            "--lora.rank=999",
+        ],
+        r"rank 999 is larger than layer",
+        setup=[model, records("t.jsonl", GOOD)],
+    ),  # fmt: skip
+    Case(
+        "finetune-lora-settings-without-lora",
+        ["finetune", "classification", *FT, "--train", "t.jsonl", "--lora.rank=4"],
+        r"need --method lora",
+        setup=[model, records("t.jsonl", GOOD)],
+    ),
+    Case(
+        "lora-merge-not-an-adapter",
+        ["lora", "merge", "m", "m", "out2"],
+        r"not a PEFT adapter directory",
+        setup=[model],
+    ),
+    Case(
+        "lora-merge-adapter-of-another-base",
+        ["lora", "merge", "m", "adapter", "out2"],
+        r"different base model",
+        {
+            "adapter/adapter_config.json": '{"peft_type": "LORA", "lora_alpha": 8}',
+            "adapter/adapter_model.safetensors": SAFETENSORS_OTHER,
+        },
+        [model],
+    ),
+    Case(
+        "lora-merge-existing-output",
+        ["lora", "merge", "m", "adapter", "out"],
+        r"out.*--overwrite",
+        setup=[model, existing_output],
+    ),
     # ---- embeddings
     Case(
         "embeddings-train-empty",
@@ -546,6 +624,6 @@ def test_the_matrix_covers_every_command():
     commands = {c.argv[0] for c in CASES}
     assert commands >= {
         "pretrain", "generate", "chat", "bench-generate", "evaluate", "finetune",
-        "corpus", "tokenizer", "model", "convert", "embeddings",
+        "corpus", "tokenizer", "model", "convert", "embeddings", "lora",
     }  # fmt: skip
     assert len(CASES) >= 40

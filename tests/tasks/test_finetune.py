@@ -168,13 +168,33 @@ def test_seq2seq_learns_a_copy_task(bases, tmp_path, arch):
     assert isinstance(result, list) and isinstance(result[0]["translation_text"], str)
 
 
-def test_interrupted_finetuning_resumes_to_the_same_model(bases, sentiment_files, tmp_path):
+def interrupt_at_step_5(run) -> None:
+    """`run()` a classification fine-tuning with a real Ctrl-C during step 5: that step
+    finishes, a checkpoint is written, and the run stops with TrainingInterrupted."""
     import os
     import signal
 
     from lmforge.tasks.classification import Classification
     from lmforge.train.trainer import TrainingInterrupted
 
+    calls = []
+    original = Classification.loss
+
+    def interrupting(self, model, batch):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, model, batch)
+
+    Classification.loss = interrupting
+    try:
+        with pytest.raises(TrainingInterrupted):
+            run()
+    finally:
+        Classification.loss = original
+
+
+def test_interrupted_finetuning_resumes_to_the_same_model(bases, sentiment_files, tmp_path):
     def run(out, **kwargs):
         return finetune(
             "classification",
@@ -190,21 +210,7 @@ def test_interrupted_finetuning_resumes_to_the_same_model(bases, sentiment_files
         )
 
     whole = run(tmp_path / "whole")
-    calls = []
-    original = Classification.loss
-
-    def interrupting(self, model, batch):
-        calls.append(1)
-        if len(calls) == 5:  # Ctrl-C during step 5: that step finishes, then a checkpoint
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, model, batch)
-
-    Classification.loss = interrupting
-    try:
-        with pytest.raises(TrainingInterrupted):
-            run(tmp_path / "cut")
-    finally:
-        Classification.loss = original
+    interrupt_at_step_5(lambda: run(tmp_path / "cut"))
     resumed = run(tmp_path / "cut", resume=True)
     assert resumed["steps"] == whole["steps"] and resumed["valid"] == whole["valid"]
     a = from_pretrained(tmp_path / "whole").state_dict()

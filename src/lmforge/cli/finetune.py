@@ -49,6 +49,13 @@ def register(sub) -> None:
     )
     p.add_argument("--num-beams", type=int, help="translation/summarization: beam width")
     p.add_argument("--label-smoothing", type=float, help="translation/summarization: e.g. 0.1")
+    p.add_argument(
+        "--method",
+        choices=["full", "lora"],
+        default="full",
+        help="full: train every weight; lora: low-rank adapters on frozen weights "
+        "(--lora.targets=q,v --lora.rank=8 --lora.alpha=16 --lora.dropout=0.0)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,6 +84,7 @@ def run(args, extra) -> int:
             fields=parse_fields(args.field),
             options=task_options(args),
             epochs=args.epochs,
+            method=args.method,
             overrides=parse_overrides(extra),
             overwrite=args.overwrite,
             resume=args.resume,
@@ -94,6 +102,11 @@ def run(args, extra) -> int:
     if not distributed.is_main():  # under torchrun rank 0 speaks for all
         return 0
     print_metrics(summary["valid"])
+    if summary["method"] == "lora":
+        print(
+            f"LoRA: {summary['trainable_parameters']:,} of {summary['parameters']:,} parameters "
+            f"trained; adapters alone in {args.output}/adapter (PEFT layout)"
+        )
     print(f"best at step {summary['best_step']} of {summary['steps']} -> {args.output}")
     return 0
 

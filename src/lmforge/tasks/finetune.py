@@ -28,7 +28,14 @@ from lmforge.data import ExampleSampler
 from lmforge.errors import LmforgeError
 from lmforge.fileio import write_json
 from lmforge.infer import load_model_and_tokenizer
-from lmforge.models.io import WEIGHTS_FILE, load_weights, read_config_json
+from lmforge.models.io import WEIGHTS_FILE, load_weights, read_config_json, save_weights
+from lmforge.models.lora import (
+    apply_lora,
+    merge_lora,
+    parse_targets,
+    save_peft_adapter,
+    trainable_parameters,
+)
 from lmforge.tasks import get_task, with_head
 from lmforge.train import distributed
 from lmforge.train.checkpoint import BEST_FILE, PREVIOUS_DIR, STATE_FILE, has_checkpoint
@@ -49,15 +56,47 @@ FINETUNE_DEFAULTS = {
 }
 
 
+LORA_DEFAULTS = {"targets": "q,v", "rank": 8, "alpha": 16.0, "dropout": 0.0}
+
+
 def train_config(overrides: dict) -> TrainConfig:
     """The fine-tuning defaults with `overrides` (dotted train.* keys) applied."""
-    unknown = [k for k in overrides if not k.startswith("train.")]
+    unknown = [k for k in overrides if not k.startswith(("train.", "lora."))]
     if unknown:
         raise LmforgeError(
-            f"fine-tuning takes train.* overrides only, not {', '.join(unknown)}; "
-            "the model comes from --model"
+            f"fine-tuning takes train.* overrides only (and lora.* with --method lora), not "
+            f"{', '.join(unknown)}; the model comes from --model"
         )
-    return build_config({"train": FINETUNE_DEFAULTS}, overrides).train
+    train = {k: v for k, v in overrides.items() if k.startswith("train.")}
+    return build_config({"train": FINETUNE_DEFAULTS}, train).train
+
+
+def lora_settings(overrides: dict, method: str) -> dict | None:
+    """--lora.* settings (targets, rank, alpha, dropout) for --method lora, else None."""
+    given = {k.removeprefix("lora."): v for k, v in overrides.items() if k.startswith("lora.")}
+    if method != "lora":
+        if given:
+            raise LmforgeError("lora.* settings need --method lora")
+        return None
+    unknown = sorted(set(given) - set(LORA_DEFAULTS))
+    if unknown:
+        raise LmforgeError(
+            f"unknown setting(s) lora.{', lora.'.join(unknown)}; LoRA takes "
+            f"{', '.join('lora.' + k for k in LORA_DEFAULTS)}"
+        )
+    settings = {**LORA_DEFAULTS, **given}
+    try:
+        settings["rank"] = int(settings["rank"])
+        settings["alpha"] = float(settings["alpha"])
+        settings["dropout"] = float(settings["dropout"])
+    except (TypeError, ValueError):
+        raise LmforgeError(f"lora.rank, lora.alpha and lora.dropout are numbers: {given}") from None
+    if isinstance(settings["targets"], list | tuple):
+        settings["targets"] = ",".join(map(str, settings["targets"]))
+    settings["targets"] = ",".join(parse_targets(str(settings["targets"])))
+    if not 0 <= settings["dropout"] < 1 or settings["alpha"] <= 0:
+        raise LmforgeError("lora.dropout must be in [0, 1) and lora.alpha above 0")
+    return settings
 
 
 def fit_to_data(t: TrainConfig, given: dict, steps_per_epoch: int, epochs: float) -> TrainConfig:
@@ -83,6 +122,7 @@ def finetune(
     fields: dict[str, str] | None = None,
     options: dict | None = None,
     epochs: float = 3.0,
+    method: str = "full",
     overrides: dict | None = None,
     overwrite: bool = False,
     resume: bool = False,
@@ -99,7 +139,10 @@ def finetune(
     cls = get_task(task_name)
     run = RunDir(output, overwrite="--overwrite", other="--output")
     overrides = overrides or {}
+    if method not in ("full", "lora"):
+        raise LmforgeError(f"unknown method '{method}'; choose full or lora")
     t = train_config(overrides)
+    lora = lora_settings(overrides, method)
     job = launch(t, log, progress)
     device, plan, precision, log = job.device, job.plan, job.precision, job.log
 
@@ -130,6 +173,8 @@ def finetune(
     )
     num_labels = cls(tokenizer, model.config, settings).num_labels  # from the settings
     model = with_head(model, cls.head, num_labels).to(device)
+    if lora is not None:  # a new task head trains with the adapters; a tied LM head stays
+        apply_lora(model, lora["targets"], lora["rank"], lora["alpha"], lora["dropout"], True)
     task = cls(tokenizer, model.config, settings)
     task.check_records(valid_records)
     examples = task.examples(train_records)
@@ -151,10 +196,20 @@ def finetune(
         "task": settings,
         "train": t.model_dump(),
     }
+    if lora is not None:
+        config["lora"] = {**lora, "base": str(base)}
 
     def prepare_output() -> None:
         if resume:
-            saved = read_config_json(run.path).get("task")
+            saved_config = read_config_json(run.path)
+            saved_lora = {k: v for k, v in (saved_config.get("lora") or {}).items() if k != "base"}
+            if saved_lora != (lora or {}):
+                raise LmforgeError(
+                    f"{run.path} was fine-tuned with "
+                    f"{'--method lora ' + str(saved_lora) if saved_lora else '--method full'}; "
+                    "resume with the same --method and --lora.* settings"
+                )
+            saved = saved_config.get("task")
             if saved != settings:
                 raise LmforgeError(
                     f"{run.path} was fine-tuned with other task settings ({saved}); resume "
@@ -197,6 +252,11 @@ def finetune(
             kept = with_head(load_model_and_tokenizer(base, device)[0], cls.head, num_labels)
             kept = kept.to(device)
         load_weights(kept, run.path)
+        trainable = trainable_parameters(kept)
+        if lora is not None:  # the adapters alone (PEFT layout), then the merged weights
+            save_peft_adapter(kept, run.path / "adapter", base=str(base))
+            merge_lora(kept)
+            save_weights(kept, run.path)
         summary = FinetuneResult(
             task=cls.name,
             valid=evaluate(kept),
@@ -207,6 +267,8 @@ def finetune(
             train_records=len(train_records),
             valid_records=len(valid_records),
             parameters=kept.num_parameters(),
+            method=method,
+            trainable_parameters=trainable,
             device=str(device),
             precision=precision,
             minutes=(time.perf_counter() - started) / 60,

@@ -147,3 +147,5 @@ class FinetuneResult(Results):
     device: str
     precision: str
     minutes: float
+    method: str = "full"
+    trainable_parameters: int = 0

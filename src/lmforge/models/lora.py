@@ -1,0 +1,326 @@
+"""LoRA on the one Transformer: which layers get adapters, freezing the rest, merging, and the
+adapter files Hugging Face's `peft` reads and writes.
+
+Targets are the last names of linear layers, as PEFT's `target_modules` are: attention's `q`,
+`k`, `v`, `out` (self- and cross-attention alike) and the MLP's `gate`, `up`, `down`. The
+default is `q` and `v`, the choice of the LoRA paper, for every architecture.
+
+A PEFT adapter directory holds `adapter_config.json` and `adapter_model.safetensors` with
+tensors named for the Hugging Face model (`base_model.model.<module>.lora_A.weight`, ...). The
+names come from the same two-way tables as `lmforge convert` (models/hf.py). Where one of
+their modules holds several of ours (GPT-2's `c_attn` holds q, k and v), the adapters are
+fused exactly: A stacks the parts' A, B is block-diagonal in the parts' B, and rank and alpha
+are multiplied by the number of parts (`rank_pattern`, `alpha_pattern`), so the scaling
+alpha / r is unchanged. Loading splits them back: each part gets the whole A and its rows of B.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lmforge.errors import LmforgeError
+from lmforge.fileio import atomic_path, write_json
+from lmforge.models.hf import FAMILIES, config_to_hf, detect_family, weight_map
+from lmforge.nn.lora import LoRALinear
+
+TARGETS = ("q", "k", "v", "out", "gate", "up", "down")
+DEFAULT_TARGETS = ("q", "v")
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+TASK_TYPES = {
+    "lm": "CAUSAL_LM",
+    "sequence-classification": "SEQ_CLS",
+    "token-classification": "TOKEN_CLS",
+    "question-answering": "QUESTION_ANS",
+    "none": "FEATURE_EXTRACTION",
+}
+
+
+def _linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """The body's linear layers by name (the head is never a LoRA target)."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not name.startswith("head.")
+    }
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def parse_targets(targets: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    if targets is None or targets == "":
+        return DEFAULT_TARGETS
+    names = targets.split(",") if isinstance(targets, str) else list(targets)
+    names = tuple(t.strip() for t in names if t.strip())
+    unknown = sorted(set(names) - set(TARGETS))
+    if unknown or not names:
+        raise LmforgeError(
+            f"unknown LoRA target(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(TARGETS)} (default {','.join(DEFAULT_TARGETS)})"
+        )
+    return names
+
+
+def apply_lora(
+    model: nn.Module,
+    targets=None,
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    train_head: bool = False,
+) -> list[str]:
+    """Put adapters on the target layers of `model` in place and freeze everything else (the
+    head stays trainable with `train_head`: a new task head has to learn). Returns the
+    adapted layers' names."""
+    names = parse_targets(targets)
+    layers = {n: m for n, m in _linear_layers(model).items() if n.rsplit(".", 1)[-1] in names}
+    present = sorted({n.rsplit(".", 1)[-1] for n in _linear_layers(model)})
+    absent = [t for t in names if t not in present]
+    if absent:
+        raise LmforgeError(
+            f"no layer of this model is named {', '.join(absent)}; its targets are "
+            f"{', '.join(t for t in TARGETS if t in present)}"
+        )
+    if rank < 1:
+        raise LmforgeError(f"LoRA rank must be at least 1, not {rank}")
+    for name, layer in layers.items():
+        if rank > min(layer.in_features, layer.out_features):
+            raise LmforgeError(
+                f"LoRA rank {rank} is larger than layer {name} ({layer.out_features} x "
+                f"{layer.in_features}); choose a rank of at most "
+                f"{min(layer.in_features, layer.out_features)}"
+            )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, layer in layers.items():
+        _replace(model, name, LoRALinear(layer, rank, alpha, dropout))
+    if train_head and hasattr(model, "head"):
+        tied = {id(e.weight) for e in model.modules() if isinstance(e, nn.Embedding)}
+        for p in model.head.parameters():
+            if id(p) not in tied:  # a head tied to the embedding stays frozen with it
+                p.requires_grad_(True)
+    return sorted(layers)
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its weight, in place: plain linear layers again, trainable."""
+    for name, layer in lora_layers(model).items():
+        _replace(model, name, layer.merged())
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------- PEFT's adapter layout
+
+
+def body_family(config):
+    """The Hugging Face family whose body this model's is: the adapters live in the body, so
+    a head the family has no class for (a GPT-2 classifier, say) does not matter."""
+    try:
+        return detect_family(config)
+    except LmforgeError as e:
+        reason = e
+    for family in FAMILIES.values():
+        for update in ({"head": "none"}, {"head": "none", "pooler": True}):
+            try:
+                config_to_hf(family, config.model_copy(update=update))
+                return family
+            except LmforgeError:
+                continue
+    raise reason
+
+
+def _their_modules(model: nn.Module) -> dict[str, tuple[str, int, int]]:
+    """Our linear layer -> (their module, which part of it, how many parts)."""
+    config = getattr(model, "config", None)
+    family = body_family(config)
+    out = {}
+    for rule in weight_map(family, config).rules:
+        if not rule.theirs.endswith(".weight") or not all(o.endswith(".weight") for o in rule.ours):
+            continue
+        for part, ours in enumerate(rule.ours):
+            out[ours[: -len(".weight")]] = (rule.theirs[: -len(".weight")], part, len(rule.ours))
+    return out
+
+
+def _concrete(model: nn.Module) -> dict[str, tuple[str, int, int]]:
+    """Our concrete layer names (decoder.blocks.3.attn.q) -> their concrete module."""
+    table = _their_modules(model)
+    patterns = [
+        (re.compile(re.escape(ours).replace(r"\{i\}", r"(\d+)") + "$"), theirs, part, parts)
+        for ours, (theirs, part, parts) in table.items()
+    ]
+    out = {}
+    for name, _ in model.named_modules():
+        for pattern, theirs, part, parts in patterns:
+            m = pattern.match(name)
+            if m:
+                index = m.group(1) if m.groups() else None
+                out[name] = (theirs if index is None else theirs.replace("{i}", index), part, parts)
+                break
+    return out
+
+
+def _all_theirs(model: nn.Module) -> set[str]:
+    return {theirs for theirs, _, _ in _concrete(model).values()}
+
+
+def _suffixes(adapted: set[str], every: set[str]) -> list[str]:
+    """The shortest dotted suffixes that name the adapted modules and no other one (PEFT
+    matches `target_modules` by suffix: GPT-2's `c_proj` alone would also take mlp.c_proj)."""
+    others = every - adapted
+    out = set()
+    for name in adapted:
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-k:])
+            if not any(o == suffix or o.endswith("." + suffix) for o in others):
+                out.add(suffix)
+                break
+    return sorted(out)
+
+
+def save_peft_adapter(model: nn.Module, directory: str | Path, base: str | None = None) -> Path:
+    """Write the model's adapters as a PEFT adapter directory for its Hugging Face family."""
+    layers = lora_layers(model)
+    if not layers:
+        raise LmforgeError("the model has no LoRA adapters to save")
+    where = _concrete(model)
+    missing = sorted(n for n in layers if n not in where)
+    if missing:
+        raise LmforgeError(f"no Hugging Face name for LoRA layer(s) {', '.join(missing)}")
+    groups: dict[str, dict[int, tuple[LoRALinear, int]]] = {}
+    for name, layer in layers.items():
+        theirs, part, parts = where[name]
+        groups.setdefault(theirs, {})[part] = (layer, parts)
+    ranks = {layer.rank for layer in layers.values()}
+    alphas = {layer.alpha for layer in layers.values()}
+    if len(ranks) != 1 or len(alphas) != 1:
+        raise LmforgeError("PEFT's layout here needs one rank and alpha for all adapters")
+    rank, alpha = ranks.pop(), alphas.pop()
+    tensors, rank_pattern, alpha_pattern = {}, {}, {}
+    for theirs, parts in groups.items():
+        total = next(iter(parts.values()))[1]
+        held = sorted(parts)
+        a = torch.cat([parts[p][0].lora_A.detach() for p in held], 0)
+        rows = [parts[held[0]][0].out_features] * total
+        b = torch.zeros(sum(rows), rank * len(held))
+        for j, p in enumerate(held):
+            b[p * rows[0] : (p + 1) * rows[0], j * rank : (j + 1) * rank] = parts[p][0].lora_B
+        key = f"base_model.model.{theirs}"
+        tensors[f"{key}.lora_A.weight"] = a.contiguous().float()
+        tensors[f"{key}.lora_B.weight"] = b.contiguous().float()
+        if len(held) > 1:
+            rank_pattern[theirs] = rank * len(held)
+            alpha_pattern[theirs] = alpha * len(held)
+    family = body_family(model.config)
+    config = {
+        "peft_type": "LORA",
+        "task_type": TASK_TYPES.get(model.config.head),
+        "base_model_name_or_path": base,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": next(iter(layers.values())).lora_dropout.p
+        if isinstance(next(iter(layers.values())).lora_dropout, nn.Dropout)
+        else 0.0,
+        "target_modules": _suffixes(set(groups), _all_theirs(model)),
+        "fan_in_fan_out": family.model_type == "gpt2",  # Conv1D layers
+        "bias": "none",
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
+        "modules_to_save": None,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / ADAPTER_WEIGHTS) as tmp:
+        save_file(tensors, tmp, {"format": "pt"})
+    write_json(directory / ADAPTER_CONFIG, config)
+    return directory
+
+
+def _pattern_value(patterns: dict, module: str, default):
+    for key, value in (patterns or {}).items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def load_peft_adapter(model: nn.Module, directory: str | Path, dropout: float = 0.0) -> list[str]:
+    """Put a PEFT LoRA adapter directory's adapters on `model` (in place; frozen like a
+    fresh `apply_lora`); returns the adapted layers' names."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / ADAPTER_CONFIG).read_text("utf-8"))
+        tensors = load_file(directory / ADAPTER_WEIGHTS)
+    except FileNotFoundError as e:
+        raise LmforgeError(
+            f"{directory} is not a PEFT adapter directory ({Path(e.filename).name} missing)"
+        ) from None
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise LmforgeError(f"{directory}: unreadable adapter ({type(e).__name__})") from None
+    if config.get("peft_type") != "LORA":
+        raise LmforgeError(f"{directory} holds a {config.get('peft_type')} adapter, not LoRA")
+    if config.get("use_dora") or config.get("use_rslora"):
+        raise LmforgeError(f"{directory}: DoRA and rsLoRA adapters are not supported")
+    ours_of: dict[str, list[tuple[str, int, int]]] = {}
+    for name, (theirs, part, parts) in _concrete(model).items():
+        ours_of.setdefault(theirs, []).append((name, part, parts))
+    layers = _linear_layers(model)
+    found = {}
+    for key in tensors:
+        m = re.match(r"base_model\.model\.(.+)\.lora_A(?:\.default)?\.weight$", key)
+        if m:
+            found[m.group(1)] = key
+    if not found:
+        raise LmforgeError(f"{directory}/{ADAPTER_WEIGHTS} holds no lora_A tensors")
+    unknown = sorted(t for t in found if t not in ours_of)
+    if unknown:
+        raise LmforgeError(
+            f"{directory} adapts modules this model does not have ({', '.join(unknown[:3])}); "
+            "it was made for a different base model"
+        )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapted = []
+    for theirs, key_a in sorted(found.items()):
+        a = tensors[key_a]
+        b = tensors[key_a.replace("lora_A", "lora_B")]
+        rank = a.shape[0]
+        alpha = _pattern_value(config.get("alpha_pattern"), theirs, config["lora_alpha"])
+        for name, part, parts in ours_of[theirs]:
+            base = layers[name]
+            rows = b.shape[0] // parts
+            if a.shape[1] != base.in_features or rows != base.out_features:
+                raise LmforgeError(
+                    f"{directory}: the adapter of {theirs} is for a {b.shape[0]} x "
+                    f"{a.shape[1]} layer, but {name} is {base.out_features} x "
+                    f"{base.in_features}; it was made for a different base model"
+                )
+            layer = LoRALinear(base, rank, alpha, dropout)
+            with torch.no_grad():
+                layer.lora_A.copy_(a)
+                layer.lora_B.copy_(b[part * rows : (part + 1) * rows])
+            _replace(model, name, layer)
+            adapted.append(name)
+    return adapted
