@@ -492,6 +492,28 @@ CASES = [
         r"config\.json|model_type",
         setup=[broken(no_config)],
     ),
+    Case(
+        "finetune-folds-above-smallest-class",
+        ["finetune", "classification", *FT, "--train", "t.jsonl", "--folds", "5"],
+        r"--folds 5 is larger than the smallest class",
+        setup=[model, records("t.jsonl", GOOD)],
+    ),
+    Case(
+        "finetune-group-by-missing-field",
+        [
+            "finetune",
+            "classification",
+            *FT,
+            "--train",
+            "t.jsonl",
+            "--folds",
+            "2",
+            "--group-by",
+            "play",
+        ],
+        r"no field 'play'",
+        setup=[model, records("t.jsonl", GOOD)],
+    ),  # fmt: skip
     # ---- LoRA
     Case(
         "finetune-lora-unknown-target",

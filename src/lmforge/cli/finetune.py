@@ -56,6 +56,13 @@ def register(sub) -> None:
         help="full: train every weight; lora: low-rank adapters on frozen weights "
         "(--lora.targets=q,v --lora.rank=8 --lora.alpha=16 --lora.dropout=0.0)",
     )
+    p.add_argument(
+        "--folds",
+        type=int,
+        help="k-fold cross-validation (classification, qa): K fine-tunings, each tested on "
+        "the fold it did not see; mean and standard deviation in OUTPUT/folds.json",
+    )
+    p.add_argument("--group-by", help="with --folds: a record field whose groups stay in one fold")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,6 +81,8 @@ def run(args, extra) -> int:
     from lmforge.train import distributed
     from lmforge.train.trainer import TrainingInterrupted
 
+    if args.folds is not None or args.group_by is not None:
+        return run_folds(args, extra)
     try:
         summary = finetune(
             args.task,
@@ -108,6 +117,47 @@ def run(args, extra) -> int:
             f"trained; adapters alone in {args.output}/adapter (PEFT layout)"
         )
     print(f"best at step {summary['best_step']} of {summary['steps']} -> {args.output}")
+    return 0
+
+
+def run_folds(args, extra) -> int:
+    from lmforge.config import parse_overrides
+    from lmforge.errors import LmforgeError
+    from lmforge.tasks.crossval import cross_validate
+    from lmforge.tasks.records import parse_fields
+
+    if args.folds is None:
+        raise LmforgeError("--group-by needs --folds K")
+    if args.valid or args.resume:
+        raise LmforgeError("--folds makes its own validation folds; drop --valid and --resume")
+    report = cross_validate(
+        args.task,
+        args.model,
+        args.train_file,
+        args.output,
+        args.folds,
+        group_by=args.group_by,
+        fields=parse_fields(args.field),
+        overwrite=args.overwrite,
+        finetune_kwargs={
+            "options": task_options(args),
+            "epochs": args.epochs,
+            "method": args.method,
+            "overrides": parse_overrides(extra),
+            "progress": not args.no_progress,
+        },
+    )
+    metrics = list(report["mean"])
+    print(f"\n{'fold':>4} {'test':>5} " + " ".join(f"{m:>10}" for m in metrics))
+    for r in report["per_fold"]:
+        print(
+            f"{r['fold']:>4} {r['test_records']:>5} " + " ".join(f"{r[m]:>10.4f}" for m in metrics)
+        )
+    print(
+        "mean ± std "
+        + ", ".join(f"{m} {report['mean'][m]:.4f} ± {report['std'][m]:.4f}" for m in metrics)
+        + f" ({report['folds']} folds) -> {args.output}/folds.json"
+    )
     return 0
 
 
