@@ -68,3 +68,33 @@ def test_k_fine_tunings_each_tested_on_its_unseen_fold(bases, tmp_path, capsys):
     assert main([*bad[:-5], "--folds", "60", "--no-progress"]) == 2  # 48 records per class
     assert "larger than the smallest class" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_learning_curve_shares_and_picture(bases, tmp_path, capsys):
+    from lmforge.tasks.curves import parse_shares, sample
+
+    rows = [{"label": "a"}] * 40 + [{"label": "b"}] * 10
+    part = sample(rows, 20, "label")
+    assert Counter(r["label"] for r in part) == {"a": 8, "b": 2}  # stratified
+    assert parse_shares("50, 10,100") == [10, 50, 100]
+    with pytest.raises(LmforgeError, match="1..100"):
+        parse_shares("0,120")
+
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_records(96, 0))
+    valid = write_jsonl(tmp_path / "valid.jsonl", sentiment_records(24, 1))
+    out = tmp_path / "curve"
+    args = ["finetune", "sentiment", "--model", str(bases["encoder"]), "--train", train]
+    args += ["--valid", valid, "--output", str(out), "--learning-curve", "25,100"]
+    args += ["--epochs", "4", "--no-progress", "--train.learning_rate=3e-3"]
+    args += ["--train.batch_size=8", "--train.device=cpu"]
+    assert main(args) == 0
+    report = json.loads((out / "curve.json").read_text())
+    assert [p["records"] for p in report["points"]] == [24, 96]
+    full = report["points"][-1]
+    assert full["valid"] >= 0.8 and full["train"] >= full["valid"] - 0.05
+    png = (out / "curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    no_valid = ["finetune", "sentiment", "--model", str(bases["encoder"]), "--train", train]
+    no_valid += ["--output", str(tmp_path / "n"), "--learning-curve", "10"]
+    assert main(no_valid) == 2 and not (tmp_path / "n").exists()
+    assert "needs --valid" in capsys.readouterr().err

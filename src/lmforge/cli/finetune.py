@@ -63,6 +63,12 @@ def register(sub) -> None:
         "the fold it did not see; mean and standard deviation in OUTPUT/folds.json",
     )
     p.add_argument("--group-by", help="with --folds: a record field whose groups stay in one fold")
+    p.add_argument(
+        "--learning-curve",
+        metavar="PERCENTS",
+        help="e.g. 10,25,50,100: fine-tune on each share of --train, plot the metric on it "
+        "and on --valid (OUTPUT/curve.png, curve.json)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -81,6 +87,8 @@ def run(args, extra) -> int:
     from lmforge.train import distributed
     from lmforge.train.trainer import TrainingInterrupted
 
+    if args.learning_curve is not None:
+        return run_curve(args, extra)
     if args.folds is not None or args.group_by is not None:
         return run_folds(args, extra)
     try:
@@ -117,6 +125,39 @@ def run(args, extra) -> int:
             f"trained; adapters alone in {args.output}/adapter (PEFT layout)"
         )
     print(f"best at step {summary['best_step']} of {summary['steps']} -> {args.output}")
+    return 0
+
+
+def run_curve(args, extra) -> int:
+    from lmforge.config import parse_overrides
+    from lmforge.errors import LmforgeError
+    from lmforge.tasks.curves import learning_curve, parse_shares
+    from lmforge.tasks.records import parse_fields
+
+    if args.valid is None or args.folds is not None or args.resume:
+        raise LmforgeError("--learning-curve needs --valid records, and no --folds or --resume")
+    report = learning_curve(
+        args.task,
+        args.model,
+        args.train_file,
+        args.valid,
+        args.output,
+        parse_shares(args.learning_curve),
+        fields=parse_fields(args.field),
+        overwrite=args.overwrite,
+        finetune_kwargs={
+            "options": task_options(args),
+            "epochs": args.epochs,
+            "method": args.method,
+            "overrides": parse_overrides(extra),
+            "progress": not args.no_progress,
+        },
+    )
+    metric = report["metric"]
+    print(f"\n{'share':>6} {'records':>8} {'train ' + metric:>16} {'valid ' + metric:>16}")
+    for p in report["points"]:
+        print(f"{p['share']:>5}% {p['records']:>8} {p['train']:>16.4f} {p['valid']:>16.4f}")
+    print(f"-> {args.output}/curve.png, curve.json")
     return 0
 
 
