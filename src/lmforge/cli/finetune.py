@@ -128,8 +128,20 @@ def run(args, extra) -> int:
     return 0
 
 
-def run_curve(args, extra) -> int:
+def recipe(args, extra) -> dict:
+    """The fine-tuning settings of the command line, for each of several fine-tunings."""
     from lmforge.config import parse_overrides
+
+    return {
+        "options": task_options(args),
+        "epochs": args.epochs,
+        "method": args.method,
+        "overrides": parse_overrides(extra),
+        "progress": not args.no_progress,
+    }
+
+
+def run_curve(args, extra) -> int:
     from lmforge.errors import LmforgeError
     from lmforge.tasks.curves import learning_curve, parse_shares
     from lmforge.tasks.records import parse_fields
@@ -145,13 +157,7 @@ def run_curve(args, extra) -> int:
         parse_shares(args.learning_curve),
         fields=parse_fields(args.field),
         overwrite=args.overwrite,
-        finetune_kwargs={
-            "options": task_options(args),
-            "epochs": args.epochs,
-            "method": args.method,
-            "overrides": parse_overrides(extra),
-            "progress": not args.no_progress,
-        },
+        finetune_kwargs=recipe(args, extra),
     )
     metric = report["metric"]
     print(f"\n{'share':>6} {'records':>8} {'train ' + metric:>16} {'valid ' + metric:>16}")
@@ -162,7 +168,6 @@ def run_curve(args, extra) -> int:
 
 
 def run_folds(args, extra) -> int:
-    from lmforge.config import parse_overrides
     from lmforge.errors import LmforgeError
     from lmforge.tasks.crossval import cross_validate
     from lmforge.tasks.records import parse_fields
@@ -180,13 +185,7 @@ def run_folds(args, extra) -> int:
         group_by=args.group_by,
         fields=parse_fields(args.field),
         overwrite=args.overwrite,
-        finetune_kwargs={
-            "options": task_options(args),
-            "epochs": args.epochs,
-            "method": args.method,
-            "overrides": parse_overrides(extra),
-            "progress": not args.no_progress,
-        },
+        finetune_kwargs=recipe(args, extra),
     )
     metrics = list(report["mean"])
     print(f"\n{'fold':>4} {'test':>5} " + " ".join(f"{m:>10}" for m in metrics))
