@@ -161,3 +161,25 @@ def test_interrupted_lora_resumes_to_the_same_model_and_only_with_lora(bases, se
     a = from_pretrained(tmp_path / "whole").state_dict()
     b = from_pretrained(tmp_path / "cut").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_linear_probe_trains_the_head_alone(bases, sentiment, tmp_path):
+    summary = finetune(
+        "sentiment", bases["encoder"], sentiment["train"], tmp_path / "probe",
+        sentiment["valid"], epochs=4, method="probe", progress=False,
+        overrides={k: v for k, v in FAST.items() if k != "train.learning_rate"},
+        log=lambda m: None,
+    )  # fmt: skip
+    tuned = from_pretrained(tmp_path / "probe")
+    head = sum(p.numel() for p in tuned.head.parameters())
+    assert summary["method"] == "probe" and summary["trainable_parameters"] == head
+    base = from_pretrained(bases["encoder"])
+    body = {k: v for k, v in base.state_dict().items() if not k.startswith("head.")}
+    tuned_state = tuned.state_dict()
+    assert all(torch.equal(v, tuned_state[k]) for k, v in body.items())  # features fixed
+    assert summary["valid"]["accuracy"] >= summary["valid"]["majority_baseline"]
+    config = json.loads((tmp_path / "probe" / "config.json").read_text())
+    assert config["method"] == "probe" and config["train"]["learning_rate"] == 1e-2
+    with pytest.raises(LmforgeError, match="probe trains a new task head.*translation"):
+        finetune("translation", bases["decoder"], sentiment["train"], tmp_path / "t",
+                 method="probe", progress=False, log=lambda m: None)  # fmt: skip

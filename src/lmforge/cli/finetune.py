@@ -51,10 +51,11 @@ def register(sub) -> None:
     p.add_argument("--label-smoothing", type=float, help="translation/summarization: e.g. 0.1")
     p.add_argument(
         "--method",
-        choices=["full", "lora"],
+        choices=["full", "lora", "probe"],
         default="full",
         help="full: train every weight; lora: low-rank adapters on frozen weights "
-        "(--lora.targets=q,v --lora.rank=8 --lora.alpha=16 --lora.dropout=0.0)",
+        "(--lora.targets=q,v --lora.rank=8 --lora.alpha=16 --lora.dropout=0.0); probe: a "
+        "linear probe, the new task head alone on frozen features (learning rate 1e-2)",
     )
     p.add_argument(
         "--folds",
@@ -119,6 +120,11 @@ def run(args, extra) -> int:
     if not distributed.is_main():  # under torchrun rank 0 speaks for all
         return 0
     print_metrics(summary["valid"])
+    if summary["method"] == "probe":
+        print(
+            f"linear probe: {summary['trainable_parameters']:,} of {summary['parameters']:,} "
+            "parameters trained (the head)"
+        )
     if summary["method"] == "lora":
         print(
             f"LoRA: {summary['trainable_parameters']:,} of {summary['parameters']:,} parameters "

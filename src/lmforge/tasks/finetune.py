@@ -57,6 +57,8 @@ FINETUNE_DEFAULTS = {
 
 
 LORA_DEFAULTS = {"targets": "q,v", "rank": 8, "alpha": 16.0, "dropout": 0.0}
+METHODS = ("full", "lora", "probe")
+PROBE_LEARNING_RATE = 1e-2
 
 
 def train_config(overrides: dict) -> TrainConfig:
@@ -139,8 +141,16 @@ def finetune(
     cls = get_task(task_name)
     run = RunDir(output, overwrite="--overwrite", other="--output")
     overrides = overrides or {}
-    if method not in ("full", "lora"):
-        raise LmforgeError(f"unknown method '{method}'; choose full or lora")
+    if method not in METHODS:
+        raise LmforgeError(f"unknown method '{method}'; choose {', '.join(METHODS)}")
+    if method == "probe" and cls.head == "lm":
+        raise LmforgeError(
+            f"--method probe trains a new task head on frozen features; {cls.name} has none "
+            "(it generates with the LM head): use --method full or lora"
+        )
+    if method == "probe" and "train.learning_rate" not in overrides:
+        # a linear model on fixed features: logistic regression's rate, not fine-tuning's
+        overrides = {**overrides, "train.learning_rate": PROBE_LEARNING_RATE}
     t = train_config(overrides)
     lora = lora_settings(overrides, method)
     job = launch(t, log, progress)
@@ -175,6 +185,11 @@ def finetune(
     model = with_head(model, cls.head, num_labels).to(device)
     if lora is not None:  # a new task head trains with the adapters; a tied LM head stays
         apply_lora(model, lora["targets"], lora["rank"], lora["alpha"], lora["dropout"], True)
+    if method == "probe":  # a linear probe: the base's features fixed, the new head alone
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in model.head.parameters():
+            p.requires_grad_(True)
     task = cls(tokenizer, model.config, settings)
     task.check_records(valid_records)
     examples = task.examples(train_records)
@@ -196,6 +211,7 @@ def finetune(
         "task": settings,
         "train": t.model_dump(),
     }
+    config["method"] = method
     if lora is not None:
         config["lora"] = {**lora, "base": str(base)}
 
@@ -203,10 +219,11 @@ def finetune(
         if resume:
             saved_config = read_config_json(run.path)
             saved_lora = {k: v for k, v in (saved_config.get("lora") or {}).items() if k != "base"}
-            if saved_lora != (lora or {}):
+            saved_method = saved_config.get("method", "lora" if saved_lora else "full")
+            if saved_lora != (lora or {}) or saved_method != method:
                 raise LmforgeError(
-                    f"{run.path} was fine-tuned with "
-                    f"{'--method lora ' + str(saved_lora) if saved_lora else '--method full'}; "
+                    f"{run.path} was fine-tuned with --method {saved_method}"
+                    f"{' ' + str(saved_lora) if saved_lora else ''}; "
                     "resume with the same --method and --lora.* settings"
                 )
             saved = saved_config.get("task")
