@@ -27,6 +27,7 @@ from torch import nn
 from lmforge.errors import LmforgeError
 from lmforge.fileio import atomic_path, write_json
 from lmforge.models.hf import FAMILIES, config_to_hf, detect_family, weight_map
+from lmforge.models.mapping import _fill, _pattern
 from lmforge.nn.lora import LoRALinear
 
 TARGETS = ("q", "k", "v", "out", "gate", "up", "down")
@@ -147,39 +148,26 @@ def body_family(config):
     raise reason
 
 
-def _their_modules(model: nn.Module) -> dict[str, tuple[str, int, int]]:
-    """Our linear layer -> (their module, which part of it, how many parts)."""
-    config = getattr(model, "config", None)
-    family = body_family(config)
-    out = {}
-    for rule in weight_map(family, config).rules:
-        if not rule.theirs.endswith(".weight") or not all(o.endswith(".weight") for o in rule.ours):
-            continue
-        for part, ours in enumerate(rule.ours):
-            out[ours[: -len(".weight")]] = (rule.theirs[: -len(".weight")], part, len(rule.ours))
-    return out
-
-
-def _concrete(model: nn.Module) -> dict[str, tuple[str, int, int]]:
-    """Our concrete layer names (decoder.blocks.3.attn.q) -> their concrete module."""
-    table = _their_modules(model)
-    patterns = [
-        (re.compile(re.escape(ours).replace(r"\{i\}", r"(\d+)") + "$"), theirs, part, parts)
-        for ours, (theirs, part, parts) in table.items()
-    ]
+def _concrete(model: nn.Module, family=None) -> dict[str, tuple[str, int, int]]:
+    """Our concrete linear layers (decoder.blocks.3.attn.q) -> (their concrete module, which
+    part of it, how many parts), from the family's weight table."""
+    family = family or body_family(model.config)
+    table = []
+    for rule in weight_map(family, model.config).rules:
+        if rule.theirs.endswith(".weight") and all(o.endswith(".weight") for o in rule.ours):
+            for part, ours in enumerate(rule.ours):
+                table.append((_pattern(ours.removesuffix(".weight")), rule, part))
     out = {}
     for name, _ in model.named_modules():
-        for pattern, theirs, part, parts in patterns:
-            m = pattern.match(name)
+        for pattern, rule, part in table:
+            m = pattern.fullmatch(name)
             if m:
-                index = m.group(1) if m.groups() else None
-                out[name] = (theirs if index is None else theirs.replace("{i}", index), part, parts)
+                theirs = _fill(
+                    rule.theirs.removesuffix(".weight"), m.group(1) if m.groups() else None
+                )
+                out[name] = (theirs, part, len(rule.ours))
                 break
     return out
-
-
-def _all_theirs(model: nn.Module) -> set[str]:
-    return {theirs for theirs, _, _ in _concrete(model).values()}
 
 
 def _suffixes(adapted: set[str], every: set[str]) -> list[str]:
@@ -202,7 +190,8 @@ def save_peft_adapter(model: nn.Module, directory: str | Path, base: str | None 
     layers = lora_layers(model)
     if not layers:
         raise LmforgeError("the model has no LoRA adapters to save")
-    where = _concrete(model)
+    family = body_family(model.config)
+    where = _concrete(model, family)
     missing = sorted(n for n in layers if n not in where)
     if missing:
         raise LmforgeError(f"no Hugging Face name for LoRA layer(s) {', '.join(missing)}")
@@ -217,30 +206,28 @@ def save_peft_adapter(model: nn.Module, directory: str | Path, base: str | None 
     rank, alpha = ranks.pop(), alphas.pop()
     tensors, rank_pattern, alpha_pattern = {}, {}, {}
     for theirs, parts in groups.items():
-        total = next(iter(parts.values()))[1]
         held = sorted(parts)
+        first, total = parts[held[0]]
+        rows = first.out_features  # each part's share of their module's outputs
         a = torch.cat([parts[p][0].lora_A.detach() for p in held], 0)
-        rows = [parts[held[0]][0].out_features] * total
-        b = torch.zeros(sum(rows), rank * len(held))
+        b = torch.zeros(rows * total, rank * len(held))  # block-diagonal in the parts' B
         for j, p in enumerate(held):
-            b[p * rows[0] : (p + 1) * rows[0], j * rank : (j + 1) * rank] = parts[p][0].lora_B
+            b[p * rows : (p + 1) * rows, j * rank : (j + 1) * rank] = parts[p][0].lora_B
         key = f"base_model.model.{theirs}"
         tensors[f"{key}.lora_A.weight"] = a.contiguous().float()
         tensors[f"{key}.lora_B.weight"] = b.contiguous().float()
         if len(held) > 1:
             rank_pattern[theirs] = rank * len(held)
             alpha_pattern[theirs] = alpha * len(held)
-    family = body_family(model.config)
+    dropout = next(iter(layers.values())).lora_dropout
     config = {
         "peft_type": "LORA",
         "task_type": TASK_TYPES.get(model.config.head),
         "base_model_name_or_path": base,
         "r": rank,
         "lora_alpha": alpha,
-        "lora_dropout": next(iter(layers.values())).lora_dropout.p
-        if isinstance(next(iter(layers.values())).lora_dropout, nn.Dropout)
-        else 0.0,
-        "target_modules": _suffixes(set(groups), _all_theirs(model)),
+        "lora_dropout": dropout.p if isinstance(dropout, nn.Dropout) else 0.0,
+        "target_modules": _suffixes(set(groups), {t for t, _, _ in where.values()}),
         "fan_in_fan_out": family.model_type == "gpt2",  # Conv1D layers
         "bias": "none",
         "rank_pattern": rank_pattern,

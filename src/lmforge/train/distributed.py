@@ -163,7 +163,7 @@ class ParallelPlan:
             dp=data_parallel_size(mode, tp_size),
             tp=tp,
             rank=rank(),
-            dp_rank=rank() // tp if mode != "none" else 0,
+            dp_rank=data_parallel_rank(mode, tp_size) if mode != "none" else 0,
         )
 
     def tokens_per_step(self, batch_size: int, grad_accum_steps: int, block_size: int) -> int:

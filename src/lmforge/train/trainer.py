@@ -288,6 +288,7 @@ class NonFiniteLoss(ArithmeticError):
 class StepOutcome:
     loss: float  # the mean over the global batch, the same on every rank
     grad_norm: float  # before clipping; nan without clipping
+    lr: float  # the learning rate the step used
 
 
 def train_step(
@@ -324,7 +325,7 @@ def train_step(
     grad_norm = distributed.clip_grad_norm(model, grad_clip) if grad_clip > 0 else float("nan")
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepOutcome(loss_value, grad_norm)
+    return StepOutcome(loss_value, grad_norm, lr)
 
 
 class Trainer:
@@ -406,7 +407,6 @@ class Trainer:
                 f"training loss became {e.value} at step {step + 1}; {last}: lower "
                 "--train.learning_rate and resume with --resume (or start again)"
             ) from None
-        self._lr = lr
         return outcome
 
     def evaluate(self) -> dict:
@@ -474,14 +474,14 @@ class Trainer:
                 event="train",
                 step=step,
                 loss=outcome.loss,
-                lr=self._lr,
+                lr=outcome.lr,
                 grad_norm=outcome.grad_norm,
                 tokens_per_s=tokens_per_s,
                 mfu=mfu,
             )
         self.bar.set_postfix(
             loss=f"{outcome.loss:.3f}",
-            lr=f"{self._lr:.2e}",
+            lr=f"{outcome.lr:.2e}",
             tok_s=f"{tokens_per_s:,.0f}",
             mfu=f"{mfu:.0%}",
             refresh=False,
