@@ -29,9 +29,10 @@ ALLOWED: dict[str, set[str]] = {
     "train": BASE | {"device", "text", "tokenizers", "data", "nn", "models", "infer"},
     "tasks": BASE
     | {"device", "text", "tokenizers", "data", "nn", "models", "infer", "train", "embeddings"},
+    "interpret": BASE | {"device", "nn", "models", "tokenizers", "infer"},
     "cli": BASE
     | {"device", "text", "tokenizers", "embeddings", "data", "nn", "models", "infer", "train"}
-    | {"tasks", "(root)"},
+    | {"tasks", "interpret", "(root)"},
     "__main__": {"cli"},
     "(root)": {"errors", "tasks"},  # lmforge.pipeline
 }

@@ -1,0 +1,21 @@
+"""Look inside a model: named activations and hooks, attention maps, the logit lens,
+attribution, activation patching, and what a model memorised (docs/interpretability.md)."""
+
+from lmforge.interpret.hooks import (
+    hook_names,
+    hooks,
+    patterns,
+    run_with_cache,
+    run_with_hooks,
+)
+from lmforge.interpret.lens import lens_losses, logit_lens
+
+__all__ = [
+    "hook_names",
+    "hooks",
+    "lens_losses",
+    "logit_lens",
+    "patterns",
+    "run_with_cache",
+    "run_with_hooks",
+]
