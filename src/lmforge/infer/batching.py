@@ -1,0 +1,468 @@
+"""Continuous batching: many requests share one decode step, joining and leaving as they go.
+
+Static batching (`generate` with several prompts) starts a batch together and ends it when
+its longest member ends; a request that arrives meanwhile waits for the whole batch. Here
+the unit of work is one *step*:
+
+    1. waiting requests are prefilled, each alone, up to `prefill_chunk` prompt tokens per
+       step (a long prompt goes in over several steps, so it never stalls the others for
+       long); a finished prefill chooses the request's first token and joins the batch;
+    2. one decode step runs the newest token of every running sequence through the model
+       together: one matmul per weight for the whole batch, which costs about as much as
+       for one row while reading the weights dominates;
+    3. each row chooses its next token with its own settings (`Sampling`, seed, stop ids,
+       log-probabilities); a sequence that finishes, or is cancelled, leaves the batch at
+       once and its KV slot is free for the next request.
+
+KV slots. `SlotCache` holds every layer's keys and values in one buffer of
+(slots, kv_heads, capacity, head_dim). The running sequences occupy slots 0..n-1, so a
+step's keys are the view [:n, :, :width] (width = the longest sequence + 1), no copy; a
+row's own length masks the keys past its end. When a sequence leaves, the last running
+one moves into its slot (one copy of its cached positions), which keeps the rows packed.
+The time axis grows by doubling, up to the model's context, so a server with 16 slots
+does not hold 16 full contexts until it needs them. Buffers start as zeros: masked keys
+then hold finite values, which the attention weighs with an exact 0.
+
+Exactness. A row's computation does not depend on the other rows: its prefill runs alone,
+its decode step sees only its own keys (the mask), its positions are its own, and its
+sampling has its own generator (seeded per request). So greedy text is the same whether a
+request runs alone or among others (tests/infer/test_batching.py); the logits may differ in
+the last bits where a batched matmul sums in another order.
+
+Threads. `Scheduler.step()` does one step and can be called directly (tests do);
+`start()` runs steps on a background thread that sleeps while there is no work, and
+`submit()`, `Sequence.cancel()` and `stop()` are safe from any thread. Callbacks
+(`on_token`, `on_finish`) run on the scheduler's thread and must be quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.infer.generate import StaticCache
+from lmforge.infer.sampling import Sampling
+from lmforge.nn.cache import KVCache, LayerCache
+
+GREEDY = Sampling(temperature=0)
+
+
+@dataclass
+class TokenChoice:
+    """One chosen token: its id, and when asked for, its log-probability under the model
+    (before penalties and filters) and the `top` most likely (id, log-probability) pairs."""
+
+    id: int
+    logprob: float | None = None
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class Request:
+    """What one sequence asks for. `on_token(sequence, choice)` sees each token as it is
+    chosen and returns True to end the sequence there (a stop string, say; the token is
+    kept). `penalize_prompt` counts the prompt's tokens in the penalties (as `generate`
+    does) or only the generated ones (OpenAI's API)."""
+
+    prompt: list[int]
+    max_new_tokens: int = 64
+    sampling: Sampling = GREEDY
+    seed: int | None = None
+    stop_ids: Seq[int] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+    penalize_prompt: bool = True
+    on_token: Callable[[Sequence, TokenChoice], bool] | None = None
+    on_finish: Callable[[Sequence], None] | None = None
+
+
+class Sequence:
+    """A request in the scheduler: its tokens so far, and how it ended.
+
+    finish_reason: "stop" (a stop id, or on_token said stop), "length" (max_new_tokens or
+    the model's context), "cancelled", or "error" (see `error`)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, request: Request, device: torch.device):
+        self.id = next(Sequence._ids)
+        self.request = request
+        self.ids: list[int] = []
+        self.choices: list[TokenChoice] = []
+        self.finish_reason: str | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.submitted = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.cancelled = False
+        self.generator = torch.Generator(device=device)
+        if request.seed is not None:
+            self.generator.manual_seed(request.seed)
+        else:
+            self.generator.seed()
+        self.prefilled = 0  # prompt tokens already in the cache
+        self.scratch: StaticCache | None = None  # the cache of a prefill in progress
+        self.logits: torch.Tensor | None = None  # after the newest token
+
+    @property
+    def length(self) -> int:
+        """Tokens in the KV cache: the prompt and every generated token but the newest."""
+        return len(self.request.prompt) + max(len(self.ids) - 1, 0)
+
+    def cancel(self) -> None:
+        """End it at the next step (from any thread); its slot is freed then."""
+        self.cancelled = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+
+class _SlotLayer(LayerCache):
+    """One layer's slots. A decode step writes each row's new key at that row's own
+    length and returns the packed rows' keys up to the step's width."""
+
+    def __init__(self, cache: SlotCache):
+        super().__init__()
+        self.cache = cache
+
+    @property
+    def length(self) -> int:
+        return self.cache.width - 1
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cache
+        n = k.size(0)
+        rows = torch.arange(n, device=k.device)
+        self.k[rows, :, c.columns] = k[:, :, 0].to(self.k.dtype)
+        self.v[rows, :, c.columns] = v[:, :, 0].to(self.v.dtype)
+        return self.k[:n, :, : c.width], self.v[:n, :, : c.width]
+
+
+class SlotCache(KVCache):
+    """Keys and values of up to `slots` sequences, rows packed from slot 0."""
+
+    def __init__(self, slots: int, max_capacity: int, start_capacity: int = 128):
+        super().__init__()
+        self.slots = slots
+        self.max_capacity = max_capacity
+        self.capacity = min(start_capacity, max_capacity)
+        self.width = 1  # of the current decode step: longest length + 1
+        self.columns: torch.Tensor | None = None  # each row's write position this step
+
+    def layer(self, i: int) -> LayerCache:
+        return self.layers[i]
+
+    def _allocate(self, like: StaticCache) -> None:
+        self.layers = []
+        for src in like.layers:
+            layer = _SlotLayer(self)
+            shape = (self.slots, src.k.size(1), self.capacity, src.k.size(3))
+            layer.k = src.k.new_zeros(shape)
+            layer.v = src.v.new_zeros(shape)
+            self.layers.append(layer)
+
+    def reserve(self, length: int) -> None:
+        """Room for `length` positions per slot: the time axis doubles until it fits."""
+        if length <= self.capacity or not self.layers:
+            self.capacity = max(self.capacity, min(length, self.max_capacity))
+            return
+        new = self.capacity
+        while new < length:
+            new *= 2
+        new = min(new, self.max_capacity)
+        for layer in self.layers:
+            for name in ("k", "v"):
+                old = getattr(layer, name)
+                grown = old.new_zeros((*old.shape[:2], new, old.size(3)))
+                grown[:, :, : old.size(2)] = old
+                setattr(layer, name, grown)
+        self.capacity = new
+
+    def put(self, slot: int, scratch: StaticCache, length: int) -> None:
+        """Copy a prefilled sequence's cache into `slot`."""
+        if not self.layers:
+            self._allocate(scratch)
+        self.reserve(length + 1)
+        for layer, src in zip(self.layers, scratch.layers):
+            layer.k[slot, :, :length] = src.k[0, :, :length]
+            layer.v[slot, :, :length] = src.v[0, :, :length]
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        for layer in self.layers:
+            layer.k[dst, :, :length] = layer.k[src, :, :length]
+            layer.v[dst, :, :length] = layer.v[src, :, :length]
+
+
+class Scheduler:
+    """Runs requests on `model` with continuous batching; `decode_model` (the same model in
+    another precision, lmforge.infer.precision) runs the decode steps if given.
+
+    max_batch        sequences decoding together (KV slots); more requests wait
+    prefill_chunk    prompt tokens prefilled per step, over all waiting requests
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        max_batch: int = 8,
+        prefill_chunk: int = 256,
+        decode_model: torch.nn.Module | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ):
+        if model.config.arch != "decoder":
+            raise LmforgeError(
+                f"continuous batching serves decoder-only models; this one is "
+                f"'{model.config.arch}' (embed encoders instead)"
+            )
+        if model.config.head != "lm":
+            raise LmforgeError(
+                f"this model has a '{model.config.head}' head; generation needs a "
+                "language-model head"
+            )
+        if max_batch < 1 or prefill_chunk < 1:
+            raise LmforgeError("max_batch and prefill_chunk must be at least 1")
+        self.model = model.eval()
+        self.decode_model = (decode_model or model).eval()
+        self.device = next(model.parameters()).device
+        self.context = model.config.block_size
+        self.max_batch = max_batch
+        self.prefill_chunk = prefill_chunk
+        self.on_step = on_step  # (running sequences, waiting) after each step
+        self.cache = SlotCache(max_batch, self.context)
+        self.running: list[Sequence] = []  # slot i holds running[i]
+        self.waiting: deque[Sequence] = deque()  # not yet fully prefilled
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.steps = 0
+        self.batch_sizes: list[int] = []  # of each decode step (bounded: last 10_000)
+
+    # -- submitting -------------------------------------------------------------------
+
+    def submit(self, request: Request) -> Sequence:
+        if not request.prompt:
+            raise LmforgeError("the prompt is empty after tokenization; give some text")
+        if len(request.prompt) >= self.context:
+            raise LmforgeError(
+                f"the prompt has {len(request.prompt)} tokens but the model's context is "
+                f"{self.context}, which leaves no room to answer; shorten it"
+            )
+        if request.max_new_tokens < 0:
+            raise LmforgeError(f"max_new_tokens must be >= 0 (got {request.max_new_tokens})")
+        seq = Sequence(request, self.device)
+        with self._lock:
+            self.waiting.append(seq)
+            self._lock.notify()
+        return seq
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    # -- the step ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One step: prefill what the chunk allows, then decode every running sequence."""
+        with self._lock:
+            waiting = list(self.waiting)
+        for seq in [s for s in self.running if s.cancelled]:
+            self._finish(seq, "cancelled")
+        for seq in [s for s in waiting if s.cancelled]:
+            self._finish(seq, "cancelled")
+        self._prefill()
+        if self.running:
+            self._decode()
+        self.steps += 1
+        if self.on_step is not None:
+            self.on_step(len(self.running), len(self.waiting))
+
+    def _prefill(self) -> None:
+        budget = self.prefill_chunk
+        while budget > 0 and len(self.running) < self.max_batch:
+            with self._lock:
+                if not self.waiting:
+                    return
+                seq = self.waiting[0]
+            prompt = seq.request.prompt
+            if seq.request.max_new_tokens == 0:
+                with self._lock:
+                    self.waiting.popleft()
+                self._finish(seq, "length")
+                continue
+            if seq.scratch is None:
+                seq.scratch = StaticCache(len(prompt))
+            take = min(budget, len(prompt) - seq.prefilled)
+            ids = torch.tensor([prompt[seq.prefilled : seq.prefilled + take]], device=self.device)
+            body = self.model.body(ids, cache=seq.scratch)
+            body.hidden = body.hidden[:, -1:]  # the head runs on the last position only
+            seq.prefilled += take
+            budget -= take
+            if seq.prefilled < len(prompt):
+                return  # the rest of this prompt next step
+            logits = self.model.head(body)[:, -1].float()
+            with self._lock:
+                self.waiting.popleft()
+            slot = len(self.running)
+            self.cache.put(slot, seq.scratch, len(prompt))
+            seq.scratch = None
+            self.running.append(seq)
+            self._choose([seq], logits)  # the first token; it joins this step's decode
+
+    def _decode(self) -> None:
+        rows = self.running
+        n = len(rows)
+        lengths = torch.tensor([s.length for s in rows], device=self.device)
+        width = int(lengths.max()) + 1
+        self.cache.reserve(width)
+        self.cache.width = width
+        self.cache.columns = lengths
+        ids = torch.tensor([[s.ids[-1]] for s in rows], device=self.device)
+        mask = torch.arange(width, device=self.device)[None, :] <= lengths[:, None]
+        body = self.decode_model.body(
+            ids, attention_mask=mask.long(), cache=self.cache, positions=lengths[:, None]
+        )
+        logits = self.decode_model.head(body)[:, -1].float()
+        self.batch_sizes.append(n)
+        if len(self.batch_sizes) > 10_000:
+            del self.batch_sizes[:5_000]
+        self._choose(list(rows), logits)
+
+    def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> None:
+        """Each row's next token from its logits row, with its own settings."""
+        chosen = [0] * len(rows)
+        plain = [i for i, s in enumerate(rows) if _plain_greedy(s.request.sampling)]
+        if plain:  # greedy rows without penalties: one arg max for all
+            picks = logits[plain].argmax(-1).tolist()
+            for i, p in zip(plain, picks):
+                chosen[i] = p
+        for i, seq in enumerate(rows):
+            if i in plain:
+                continue
+            r = seq.request
+            history = None
+            if (
+                r.sampling.repetition_penalty != 1
+                or r.sampling.frequency_penalty
+                or (r.sampling.presence_penalty)
+            ):
+                past = (list(r.prompt) if r.penalize_prompt else []) + seq.ids
+                history = torch.tensor([past or [-1]], device=self.device)
+            chosen[i] = int(r.sampling.choose(logits[i : i + 1], history, seq.generator)[0])
+        for i, seq in enumerate(rows):
+            self._take(seq, chosen[i], logits[i])
+
+    def _take(self, seq: Sequence, token: int, logits: torch.Tensor) -> None:
+        r = seq.request
+        if seq.first_token_at is None:
+            seq.first_token_at = time.perf_counter()
+        if token in r.stop_ids:
+            self._finish(seq, "stop")
+            return
+        choice = TokenChoice(token)
+        if r.logprobs or r.top_logprobs:
+            logp = logits.log_softmax(-1)
+            choice.logprob = float(logp[token])
+            if r.top_logprobs:
+                values, ids = logp.topk(r.top_logprobs)
+                choice.top = list(zip(ids.tolist(), values.tolist()))
+        seq.ids.append(token)
+        seq.choices.append(choice)
+        stop = False
+        if r.on_token is not None:
+            try:
+                stop = bool(r.on_token(seq, choice))
+            except Exception as e:  # a callback's failure ends its sequence, not the batch
+                seq.error = e
+                self._finish(seq, "error")
+                return
+        if stop:
+            self._finish(seq, "stop")
+        elif len(seq.ids) >= r.max_new_tokens or len(r.prompt) + len(seq.ids) >= self.context:
+            self._finish(seq, "length")
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        if seq.done.is_set():
+            return
+        if seq in self.running:
+            slot = self.running.index(seq)
+            last = len(self.running) - 1
+            if slot != last:  # keep the rows packed: the last one takes the freed slot
+                mover = self.running[last]
+                # + 1: during a step the mover's newest column is written but, until it
+                # takes its token, not yet counted in its length
+                self.cache.move(last, slot, min(mover.length + 1, self.cache.capacity))
+                self.running[slot] = mover
+            self.running.pop()
+        else:
+            with self._lock:
+                if seq in self.waiting:
+                    self.waiting.remove(seq)
+        seq.scratch = None
+        seq.finish_reason = reason
+        seq.done.set()
+        if seq.request.on_finish is not None:
+            with contextlib.suppress(Exception):  # its own problem; the batch goes on
+                seq.request.on_finish(seq)
+
+    def fail_all(self, error: BaseException) -> None:
+        """End every sequence with `error` (the step itself failed)."""
+        with self._lock:
+            everyone = list(self.running) + list(self.waiting)
+        for seq in everyone:
+            seq.error = error
+            self._finish(seq, "error")
+        self.cache = SlotCache(self.max_batch, self.context)
+
+    def run_until_idle(self) -> None:
+        while self.busy:
+            self.step()
+
+    # -- the background thread --------------------------------------------------------
+
+    def start(self) -> Scheduler:
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._loop, name="lmforge-scheduler")
+            self._thread.daemon = True
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self.busy and not self._stopping:
+                    self._lock.wait()
+                if self._stopping and not self.busy:
+                    return
+            try:
+                self.step()
+            except Exception as e:  # a broken step fails its requests, not the server
+                self.fail_all(e)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Let the running and waiting requests finish, then end the thread."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def _plain_greedy(s: Sampling) -> bool:
+    return (
+        s.greedy
+        and s.repetition_penalty == 1
+        and not s.frequency_penalty
+        and not s.presence_penalty
+    )

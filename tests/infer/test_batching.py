@@ -1,0 +1,174 @@
+"""Continuous batching: a request's tokens do not depend on the others in the batch.
+
+The reference is `generate` (its own decoder and cache, checked against transformers in
+test_generate.py) on the request alone; the scheduler must give the same greedy tokens
+alone and among 8 concurrent requests that join at different steps, have different prompt
+lengths, lengths to generate and sampling settings, and leave at different steps.
+"""
+
+import pytest
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.infer import Sampling, generate
+from lmforge.infer.batching import Request, Scheduler
+from lmforge.models import Transformer
+
+CONFIGS = {
+    # GPT-2-like: learned positions, LayerNorm, MHA
+    "gpt2": ModelConfig(vocab_size=97, block_size=160, n_layer=2, n_head=4, n_embd=32),
+    # Llama-like: RoPE, RMSNorm, SwiGLU, grouped-query attention
+    "llama": ModelConfig(
+        vocab_size=97,
+        block_size=160,
+        n_layer=2,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=32,
+        positions="rope",
+        norm="rmsnorm",
+        mlp="gated",
+        activation="silu",
+        bias=False,
+    ),  # fmt: skip
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def model(request):
+    torch.manual_seed(0)
+    m = Transformer(CONFIGS[request.param]).eval()
+    with torch.no_grad():  # sharper distributions than the init, so ties are unlikely
+        for p in m.parameters():
+            p.mul_(4.0)
+    return m
+
+
+def prompt(length: int, offset: int) -> list[int]:
+    return [(offset + 7 * i) % 97 for i in range(length)]
+
+
+def alone(model, request: Request) -> list[int]:
+    sched = Scheduler(model, max_batch=1)
+    seq = sched.submit(request)
+    sched.run_until_idle()
+    return seq.ids
+
+
+def test_greedy_alone_equals_generate(model):
+    p = prompt(11, 3)
+    ref = generate(model, [p], 20, Sampling(temperature=0))[0].ids
+    assert alone(model, Request(p, 20)) == ref
+
+
+def test_greedy_is_the_same_among_8_concurrent_requests(model):
+    # Greedy requests of different lengths, one that grows past the first KV capacity
+    # (128), and sampled / penalized neighbours that share their decode steps.
+    greedy = [
+        Request(prompt(5, 1), 30),
+        Request(prompt(17, 2), 20),
+        Request(prompt(100, 3), 45),  # 145 positions: the slot buffers must grow
+        Request(prompt(1, 4), 25),
+    ]
+    others = [
+        Request(prompt(8, 5), 20, Sampling(temperature=0.9, top_k=10), seed=1),
+        Request(prompt(30, 6), 16, Sampling(temperature=1.2, top_p=0.8), seed=2),
+        Request(prompt(3, 7), 40, Sampling(temperature=0, frequency_penalty=0.5)),
+        Request(prompt(12, 8), 15, Sampling(temperature=0.7, min_p=0.1, presence_penalty=1), 3),
+    ]
+    expected = [alone(model, r) for r in greedy + others]
+    sched = Scheduler(model, max_batch=8, prefill_chunk=16)  # long prompts over several steps
+    order = [greedy[0], others[0], greedy[1], others[1], greedy[2], others[2], greedy[3]]
+    seqs = {}
+    for r in order:  # each joins a running batch, a step after the previous
+        seqs[id(r)] = sched.submit(r)
+        sched.step()
+    seqs[id(others[3])] = sched.submit(others[3])
+    sched.run_until_idle()
+    got = [seqs[id(r)].ids for r in greedy + others]
+    assert max(sched.batch_sizes) == 8  # all of them did decode together
+    assert got == expected
+    # the greedy ones are also generate()'s tokens
+    for r, ids in zip(greedy, got):
+        assert ids == generate(model, [r.prompt], r.max_new_tokens, GREEDY_SAMPLING)[0].ids
+    assert not sched.running and not sched.waiting
+
+
+GREEDY_SAMPLING = Sampling(temperature=0)
+
+
+def test_penalties_count_the_prompt_as_generate_does(model):
+    s = Sampling(temperature=0, repetition_penalty=1.8, frequency_penalty=0.3)
+    p = prompt(9, 4)
+    assert alone(model, Request(p, 15, s)) == generate(model, [p], 15, s)[0].ids
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ(model):
+    s = Sampling(temperature=1.0)
+    p = prompt(4, 9)
+    a = alone(model, Request(p, 20, s, seed=7))
+    assert a == alone(model, Request(p, 20, s, seed=7))
+    assert a != alone(model, Request(p, 20, s, seed=8))
+
+
+def test_finish_reasons_logprobs_and_cancel(model):
+    p = prompt(6, 2)
+    ref = generate(model, [p], 12, GREEDY_SAMPLING, logprobs=True)[0]
+    sched = Scheduler(model, max_batch=4)
+    stop_at = ref.ids[4]
+    by_id = sched.submit(Request(p, 12, stop_ids=[stop_at]))
+    by_callback = sched.submit(Request(p, 12, on_token=lambda s, c: len(s.ids) == 3))
+    with_logprobs = sched.submit(Request(p, 12, logprobs=True, top_logprobs=3))
+    context = sched.submit(Request(prompt(150, 1), 100))  # 160 - 150 = 10 tokens of room
+    cancelled = sched.submit(Request(p, 100))
+    sched.step()
+    sched.step()
+    cancelled.cancel()
+    sched.run_until_idle()
+    assert by_id.finish_reason == "stop" and by_id.ids == ref.ids[: ref.ids.index(stop_at)]
+    assert by_callback.finish_reason == "stop" and by_callback.ids == ref.ids[:3]
+    assert with_logprobs.finish_reason == "length" and with_logprobs.ids == ref.ids
+    got = [c.logprob for c in with_logprobs.choices]
+    assert got == pytest.approx(ref.logprobs, abs=1e-4)
+    for c in with_logprobs.choices:  # the chosen greedy token is the most likely one
+        assert len(c.top) == 3 and c.top[0][0] == c.id
+        assert c.top[0][1] >= c.top[1][1] >= c.top[2][1]
+    assert context.finish_reason == "length" and len(context.ids) == 10
+    assert cancelled.finish_reason == "cancelled" and len(cancelled.ids) < 100
+    assert not sched.running and not sched.waiting
+
+
+def test_more_requests_than_slots_wait_and_all_finish(model):
+    sched = Scheduler(model, max_batch=2)
+    reqs = [Request(prompt(3 + i, i), 5 + i) for i in range(5)]
+    seqs = [sched.submit(r) for r in reqs]
+    sched.run_until_idle()
+    assert max(sched.batch_sizes) == 2
+    assert [s.ids for s in seqs] == [alone(model, r) for r in reqs]
+
+
+def test_background_thread_serves_concurrent_submits(model):
+    sched = Scheduler(model, max_batch=4).start()
+    try:
+        reqs = [Request(prompt(5 + i, i), 10) for i in range(6)]
+        seqs = [sched.submit(r) for r in reqs]
+        assert all(s.wait(60) for s in seqs)
+    finally:
+        sched.stop(60)
+    assert [s.ids for s in seqs] == [alone(model, r) for r in reqs]
+
+
+def test_bad_requests_and_models_are_refused(model):
+    sched = Scheduler(model)
+    with pytest.raises(LmforgeError, match="empty"):
+        sched.submit(Request([], 5))
+    with pytest.raises(LmforgeError, match="context"):
+        sched.submit(Request(prompt(160, 0), 5))
+    with pytest.raises(LmforgeError, match="max_new_tokens"):
+        sched.submit(Request([1], -1))
+    encoder = Transformer(
+        ModelConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8, arch="encoder")
+    )
+    with pytest.raises(LmforgeError, match="decoder-only"):
+        Scheduler(encoder)
