@@ -17,6 +17,7 @@ from lmforge.interpret.hooks import (
     run_with_hooks,
 )
 from lmforge.interpret.lens import lens_losses, logit_lens
+from lmforge.interpret.patching import logit_difference, patch, patching_sweep
 
 __all__ = [
     "Attribution",
@@ -28,7 +29,10 @@ __all__ = [
     "hook_names",
     "hooks",
     "lens_losses",
+    "logit_difference",
     "logit_lens",
+    "patch",
+    "patching_sweep",
     "patterns",
     "run_with_cache",
     "run_with_hooks",
