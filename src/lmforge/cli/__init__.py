@@ -11,6 +11,7 @@ from lmforge.cli import (
     chat,
     convert,
     corpus,
+    data,
     embeddings,
     evaluate,
     finetune,
@@ -18,6 +19,7 @@ from lmforge.cli import (
     lora,
     model,
     pretrain,
+    serve,
     tokenizer,
 )
 from lmforge.errors import LmforgeError
@@ -31,10 +33,12 @@ COMMANDS = (
     finetune,
     lora,
     corpus,
+    data,
     tokenizer,
     model,
     convert,
     embeddings,
+    serve,
 )
 
 
