@@ -174,6 +174,11 @@ class DataConfig(Section):
     pre_tokenizer: Literal["gpt2", "cl100k"] = Field(
         "gpt2", description="byte-level BPE's regex: GPT-2's, or GPT-4's cl100k"
     )
+    clean: str | None = Field(
+        None,
+        description="cleaning recipe run on the training split before tokenization "
+        "('default', 'web' or a YAML file; see docs/data.md); its report goes in the run",
+    )
 
     @field_validator("corpus", mode="before")
     @classmethod

@@ -31,7 +31,7 @@ from lmforge.fileio import write_json, write_text
 from lmforge.infer import Sampling, generate
 from lmforge.models import Transformer
 from lmforge.models.io import load_weights
-from lmforge.text import load_corpus
+from lmforge.text import Document, load_corpus
 from lmforge.tokenizers import Tokenizer
 from lmforge.train import distributed
 from lmforge.train.checkpoint import STATE_FILE, has_checkpoint
@@ -112,6 +112,20 @@ def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple
         cfg.data.corpus, cfg.data.text_field, cfg.data.invalid_utf8, cfg.data.valid_fraction
     )
     log(f"corpus: {len(train_docs)} train / {len(valid_docs)} valid documents")
+    clean_report = None
+    if cfg.data.clean:
+        from lmforge.text.clean.pipeline import clean_texts
+
+        texts, clean_report = clean_texts(
+            [d.text for d in train_docs], cfg.data.clean, sources=[d.source for d in train_docs]
+        )
+        if not texts:
+            raise LmforgeError(
+                f"the cleaning recipe '{cfg.data.clean}' removed every training document; "
+                "see docs/data.md, or drop data.clean"
+            )
+        train_docs = [Document(text=t, source="cleaned") for t in texts]
+        log(f"cleaned with '{cfg.data.clean}': {len(train_docs)} train documents kept")
     tokenizer = train_tokenizer(cfg.data, [d.text for d in train_docs])
     cfg = cfg.model_copy(update={"model": sized_model_config(cfg.model, tokenizer)})
     with run.staged() as staging:
@@ -133,6 +147,8 @@ def _build_run(cfg: Config, log: Callable[[str], None], progress: bool) -> tuple
                     f"{cfg.model.block_size}; give more text or lower --model.block_size"
                 )
         write_json(staging / "config.json", cfg.model_dump(mode="json"))
+        if clean_report is not None:
+            write_json(staging / "clean-report.json", clean_report)
     return cfg, tokenizer
 
 

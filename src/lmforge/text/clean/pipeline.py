@@ -442,14 +442,7 @@ def clean(
     runner = _Runner(specs, steps, workers if len(specs) else 1)
     try:
         with staged_directory(output) as out:
-            cuts = [i for i, s in enumerate(steps) if isinstance(s, NearDedup)]
-            bounds = [0, *cuts, len(steps)]
-            chunks: Iterable[list] = _chunks(source(), CHUNK)
-            for n, (a, b) in enumerate(zip(bounds, bounds[1:])):
-                lo = a + 1 if n > 0 else a  # steps[a] is the near_dedup of this segment
-                if n > 0:
-                    chunks = _near_dedup(runner, steps, stats, a, chunks, out / f".spill{n}")
-                chunks = _segments(runner, steps, stats, lo, b, chunks)
+            chunks = _chain(runner, steps, stats, _chunks(source(), CHUNK), out)
             _write_shards(chunks, out, shard_docs, totals)
             for spill in out.glob(".spill*"):
                 spill.unlink()
@@ -463,6 +456,49 @@ def clean(
     finally:
         runner.close()
     return report
+
+
+def _chain(runner, steps, stats, chunks: Iterable[list], spill_dir: Path) -> Iterable[list]:
+    """The chunks out of every step; each near_dedup spills to spill_dir."""
+    cuts = [i for i, s in enumerate(steps) if isinstance(s, NearDedup)]
+    bounds = [0, *cuts, len(steps)]
+    for n, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        lo = a + 1 if n > 0 else a  # steps[a] is the near_dedup of this segment
+        if n > 0:
+            chunks = _near_dedup(runner, steps, stats, a, chunks, spill_dir / f".spill{n}")
+        chunks = _segments(runner, steps, stats, lo, b, chunks)
+    return chunks
+
+
+def clean_texts(
+    texts: list[str], recipe: str | dict, workers: int = 1, sources: list[str] | None = None
+) -> tuple[list[str], dict]:
+    """Clean documents held in memory (a pretraining run's training split): the kept texts,
+    in order, and the report (not written)."""
+    import tempfile
+
+    name, specs = load_recipe(recipe)
+    steps = [build_step(s) for s in specs]
+    stats = [_new_stats(s.name) for s in steps]
+    sources = sources or [f"doc{i}" for i in range(len(texts))]
+    docs = [{"text": t, "source": src} for t, src in zip(texts, sources)]
+    start = time.perf_counter()
+    runner = _Runner(specs, steps, workers)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lmforge-clean-") as tmp:
+            kept = [d["text"] for c in _chain(runner, steps, stats, _chunks(docs, CHUNK), Path(tmp))
+                    for d in c]  # fmt: skip
+    finally:
+        runner.close()
+    totals = {
+        "docs_in": len(texts),
+        "bytes_in": sum(len(t.encode("utf-8")) for t in texts),
+        "docs_out": len(kept),
+        "bytes_out": sum(len(t.encode("utf-8")) for t in kept),
+        "shards": 0,
+    }
+    report = _report(name, specs, steps, stats, totals, time.perf_counter() - start, ["(memory)"])
+    return kept, report
 
 
 def _segments(runner, steps, stats, first, last, chunks) -> Iterator[list]:
