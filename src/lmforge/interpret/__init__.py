@@ -17,6 +17,7 @@ from lmforge.interpret.hooks import (
     run_with_hooks,
 )
 from lmforge.interpret.lens import lens_losses, logit_lens
+from lmforge.interpret.memorization import exposure, insert_canaries, verbatim_extraction
 from lmforge.interpret.patching import logit_difference, patch, patching_sweep
 
 __all__ = [
@@ -26,7 +27,9 @@ __all__ = [
     "gradient_x_input",
     "integrated_gradients",
     "next_token_pick",
+    "exposure",
     "hook_names",
+    "insert_canaries",
     "hooks",
     "lens_losses",
     "logit_difference",
@@ -36,4 +39,5 @@ __all__ = [
     "patterns",
     "run_with_cache",
     "run_with_hooks",
+    "verbatim_extraction",
 ]
