@@ -30,9 +30,10 @@ ALLOWED: dict[str, set[str]] = {
     "tasks": BASE
     | {"device", "text", "tokenizers", "data", "nn", "models", "infer", "train", "embeddings"},
     "interpret": BASE | {"device", "nn", "models", "tokenizers", "infer"},
+    "serve": BASE | {"device", "models", "tokenizers", "infer"},
     "cli": BASE
     | {"device", "text", "tokenizers", "embeddings", "data", "nn", "models", "infer", "train"}
-    | {"tasks", "interpret", "(root)"},
+    | {"tasks", "interpret", "serve", "(root)"},
     "__main__": {"cli"},
     "(root)": {"errors", "tasks"},  # lmforge.pipeline
 }

@@ -1,0 +1,202 @@
+"""The official `openai` client against a server on 127.0.0.1: completions and chat, whole
+and streamed, usage, finish reasons, stop strings, log-probabilities, seeds, n, and many
+clients at once. The expected text comes from the engine directly (`generate`, or a
+forward pass per token without a cache), not from the server."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from lmforge.infer import Sampling, TextStream, generate
+from lmforge.infer.chat import DEFAULT_STOP, DEFAULT_TEMPLATE, render_chat
+from lmforge.infer.loading import load_model_and_tokenizer
+
+openai = pytest.importorskip("openai")
+
+PROMPT = "USER: good day"
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    model, tok = load_model_and_tokenizer(model_dir)
+    return model.eval(), tok
+
+
+GREEDY = Sampling(temperature=0)
+
+
+def expected(reference, ids, n, stops=(), sampling=GREEDY):
+    """(text, finish_reason, tokens generated) of `generate` with the server's stop rules."""
+    model, tok = reference
+    stream = TextStream(tok, list(stops))
+    out = generate(model, [ids], n, sampling, stop_ids=[tok.eot_id], on_token=lambda r, t: (
+        stream.push(t), stream.stopped)[1])[0]  # fmt: skip
+    return stream.text + stream.finish(), out.finish_reason, len(out.ids)
+
+
+def test_models_list(server):
+    models = server.client().models.list()
+    assert [m.id for m in models.data] == ["tiny"]
+    assert server.client().models.retrieve("tiny").id == "tiny"
+
+
+def test_greedy_completion_equals_the_engine(server, reference):
+    _, tok = reference
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    text, reason, count = expected(reference, ids, 40)
+    r = server.client().completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=40, temperature=0
+    )
+    assert r.object == "text_completion"
+    assert r.choices[0].text == text
+    assert r.choices[0].finish_reason == reason
+    assert r.usage.prompt_tokens == len(ids)
+    assert r.usage.completion_tokens == count
+    assert r.usage.total_tokens == len(ids) + count
+
+
+def test_streamed_completion_is_the_whole_one_in_pieces(server):
+    c = server.client()
+    whole = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=30, temperature=0)
+    chunks = list(
+        c.completions.create(
+            model="tiny", prompt=PROMPT, max_tokens=30, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    text = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+    assert text == whole.choices[0].text
+    reasons = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
+    assert reasons[-1] == whole.choices[0].finish_reason and set(reasons[:-1]) == {None}
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # usage comes last
+    assert all(ch.usage is None for ch in chunks[:-1])
+    assert len(chunks) > 3  # it really came in pieces
+
+
+def test_chat_whole_and_streamed_equal_the_engine_with_the_template(server, reference):
+    _, tok = reference
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello there"},
+    ]
+    ids = tok.encode(render_chat(DEFAULT_TEMPLATE, messages), add_special_tokens=False)
+    text, reason, count = expected(reference, ids, 50, DEFAULT_STOP)
+    c = server.client()
+    r = c.chat.completions.create(model="tiny", messages=messages, max_tokens=50, temperature=0)
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == text
+    assert r.choices[0].finish_reason == reason
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (len(ids), count)
+    stream = c.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=50, temperature=0, stream=True
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == text
+    assert chunks[-1].choices[0].finish_reason == reason
+    assert all(ch.object == "chat.completion.chunk" for ch in chunks)
+
+
+def test_stop_strings_end_the_text_before_them(server, reference):
+    _, tok = reference
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    text, _, _ = expected(reference, ids, 40)
+    stop = text[5:7]
+    assert len(stop) == 2 and stop in text
+    c = server.client()
+    for given in (stop, ["zzzq", stop]):
+        r = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=0,
+                                 stop=given)  # fmt: skip
+        assert r.choices[0].text == text[: text.index(stop)]
+        assert r.choices[0].finish_reason == "stop"
+
+
+def test_logprobs_are_the_engines(server, reference):
+    model, tok = reference
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    ref = generate(model, [ids], 8, Sampling(temperature=0), stop_ids=[0], logprobs=True)[0]
+    c = server.client()
+    r = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert lp.tokens == [tok.decode([i]) for i in ref.ids]
+    assert lp.token_logprobs == pytest.approx(ref.logprobs, abs=1e-4)
+    assert all(len(top) == 2 for top in lp.top_logprobs)
+    starts = [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    assert lp.text_offset == starts
+    chat = c.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5,
+        temperature=0, logprobs=True, top_logprobs=3,
+    )  # fmt: skip
+    content = chat.choices[0].logprobs.content
+    assert len(content) == chat.usage.completion_tokens
+    for item in content:
+        assert len(item.top_logprobs) == 3
+        assert item.top_logprobs[0].token == item.token  # greedy: the most likely one
+        assert item.top_logprobs[0].logprob == pytest.approx(item.logprob)
+
+
+def test_penalties_count_generated_tokens_only_as_openai_defines(server, reference):
+    """Greedy with presence and frequency penalties against a plain loop: a full forward
+    pass per token (no cache), logits - frequency x count - presence x (count > 0) over
+    the tokens generated so far."""
+    model, tok = reference
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    seq, counts = list(ids), torch.zeros(model.config.vocab_size)
+    with torch.no_grad():
+        for _ in range(20):
+            logits = model(torch.tensor([seq]))[0, -1].float()
+            logits = logits - 0.7 * counts - 1.3 * (counts > 0).float()
+            nxt = int(logits.argmax())
+            if nxt == tok.eot_id:
+                break
+            seq.append(nxt)
+            counts[nxt] += 1
+    r = server.client().completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=20, temperature=0,
+        frequency_penalty=0.7, presence_penalty=1.3,
+    )  # fmt: skip
+    assert r.choices[0].text == tok.decode(seq[len(ids) :])
+
+
+def test_same_seed_same_text_and_n_choices(server):
+    c = server.client()
+    kwargs = dict(model="tiny", prompt=PROMPT, max_tokens=30, temperature=1.0, top_p=0.95,
+                  extra_body={"top_k": 20, "min_p": 0.01})  # fmt: skip
+    a = c.completions.create(seed=5, **kwargs).choices[0].text
+    assert a == c.completions.create(seed=5, **kwargs).choices[0].text
+    assert a != c.completions.create(seed=6, **kwargs).choices[0].text
+    r = c.completions.create(seed=5, n=3, **kwargs)
+    assert [ch.index for ch in r.choices] == [0, 1, 2]
+    assert r.choices[0].text == a  # choice k draws with seed + k
+    assert len({ch.text for ch in r.choices}) > 1
+    two = c.completions.create(model="tiny", prompt=[PROMPT, "ASSISTANT:"], max_tokens=5, n=2)
+    assert [ch.index for ch in two.choices] == [0, 1, 2, 3]
+
+
+def test_eight_concurrent_clients_get_their_own_greedy_text(server):
+    c = server.client()
+    prompts = [PROMPT[: 4 + i] for i in range(8)]
+    lengths = [10 + 7 * i for i in range(8)]
+    alone = [
+        c.completions.create(model="tiny", prompt=p, max_tokens=n, temperature=0).choices[0].text
+        for p, n in zip(prompts, lengths)
+    ]
+    got = [None] * 8
+
+    def ask(i):
+        stream = c.completions.create(
+            model="tiny", prompt=prompts[i], max_tokens=lengths[i], temperature=0, stream=True
+        )
+        got[i] = "".join(ch.choices[0].text for ch in stream)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == alone
+    assert server.backend.metrics.step_batch.collect()[0].samples  # decode steps were observed
