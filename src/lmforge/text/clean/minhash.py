@@ -29,7 +29,7 @@ from lmforge.errors import LmforgeError
 MASK32 = np.uint64(0xFFFFFFFF)
 EMPTY = np.uint32(0xFFFFFFFF)  # the signature entry of a document with no shingles
 _WORD = re.compile(r"\w+")
-_ROWS_PER_BLOCK = 8192  # shingles hashed at once: bounds memory for a huge document
+_ROWS_PER_BLOCK = 512  # shingles hashed at once: 512 KiB of uint64, kept in cache
 
 
 def words(text: str) -> list[str]:
@@ -95,8 +95,11 @@ class Shingler:
                 dtype=np.uint64,
             )
         tokens = words(text)
-        get = self._word_hash
-        wh = np.fromiter((get(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+        hs = list(map(self._cache.get, tokens))
+        if None in hs:
+            get = self._word_hash
+            hs = [get(t) for t in tokens]
+        wh = np.array(hs, dtype=np.uint64)
         n = min(self.ngram, len(wh))
         if n == 0:
             return wh
@@ -132,15 +135,19 @@ class MinHasher:
             return sig
         flat = np.concatenate([np.asarray(h, dtype=np.uint64) for h in hash_lists])
         owner = np.repeat(np.arange(n), lengths)
-        with np.errstate(over="ignore"):
-            for s in range(0, len(flat), _ROWS_PER_BLOCK):
-                x = flat[s : s + _ROWS_PER_BLOCK, None]
-                vals = ((x * self.a + self.b) >> np.uint64(32)).astype(np.uint32)
-                d = owner[s : s + _ROWS_PER_BLOCK]
-                starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
-                mins = np.minimum.reduceat(vals, starts, axis=0)
-                ids = d[starts]
-                sig[ids] = np.minimum(sig[ids], mins)
+        buf = np.empty((_ROWS_PER_BLOCK, self.num_perm), dtype=np.uint64)
+        shift = np.uint64(32)
+        for s in range(0, len(flat), _ROWS_PER_BLOCK):
+            x = flat[s : s + _ROWS_PER_BLOCK, None]
+            vals = buf[: len(x)]  # in place, in a block that stays in cache
+            np.multiply(x, self.a, out=vals)
+            np.add(vals, self.b, out=vals)
+            np.right_shift(vals, shift, out=vals)
+            d = owner[s : s + _ROWS_PER_BLOCK]
+            starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+            mins = np.minimum.reduceat(vals, starts, axis=0).astype(np.uint32)
+            ids = d[starts]
+            sig[ids] = np.minimum(sig[ids], mins)
         return sig
 
 
