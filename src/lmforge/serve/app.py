@@ -94,28 +94,28 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > limit:
             return await _send_error(send, too_big)
         seen = 0
+        exceeded = False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge
+                    exceeded = True
+                    raise _BodyTooLarge  # FastAPI turns it into a 400, replaced below
             return message
 
-        started = False
-
-        async def tracked_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded_send(message):
+            if not exceeded:
+                return await send(message)
+            if message["type"] == "http.response.start":  # the app's answer becomes a 413
+                await _send_error(send, too_big)
 
         try:
-            await self.app(scope, counted, tracked_send)
+            await self.app(scope, counted, guarded_send)
         except _BodyTooLarge:
-            if not started:
-                await _send_error(send, too_big)
+            await _send_error(send, too_big)
 
 
 class _BodyTooLarge(Exception):
@@ -185,6 +185,9 @@ def create_app(backend: Backend, api_key: str | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
+        if e.status_code == 400:  # FastAPI's own: a body it could not decode
+            message = f"the body is not valid JSON in UTF-8 ({e.detail})"
+            return error_response(ApiError(400, message, code="invalid_json"))
         return error_response(ApiError(e.status_code, str(e.detail)))
 
     @app.get("/health")
