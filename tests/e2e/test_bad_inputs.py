@@ -593,6 +593,56 @@ CASES = [
         r"v\.bin",
         {"v.bin": b"2 8\nking \x00\x01"},
     ),
+    # ---- data
+    Case(
+        "data-clean-empty",
+        ["data", "clean", "in.jsonl", "--output", "out"],
+        r"holds no documents",
+        {"in.jsonl": ""},
+    ),
+    Case(
+        "data-clean-malformed-jsonl",
+        ["data", "clean", "in.jsonl", "--output", "out", "--workers", "1"],
+        r"in\.jsonl:2: not valid JSON",
+        {"in.jsonl": '{"text": "fine"}\n{"text": oops}\n'},
+    ),
+    Case(
+        "data-clean-not-utf8",
+        ["data", "clean", "in.txt", "--output", "out", "--workers", "1"],
+        r"in\.txt: invalid UTF-8 at byte 3.*--invalid-utf8 replace",
+        {"in.txt": b"caf\xe9 au lait"},
+    ),
+    Case(
+        "data-clean-huge-line",
+        ["data", "clean", "in.jsonl", "--output", "out", "--workers", "1", "--max-doc-mb", "1"],
+        r"in\.jsonl:1: a document over 1 MiB.*--max-doc-mb",
+        {"in.jsonl": '{"text": "' + "a" * (1 << 21) + '"}\n'},
+    ),
+    Case(
+        "data-clean-unknown-recipe",
+        ["data", "clean", "in.txt", "--output", "out", "--recipe", "nope"],
+        r"unknown recipe 'nope'.*default",
+        {"in.txt": "some text"},
+    ),
+    Case(
+        "data-clean-recipe-bad-step",
+        ["data", "clean", "in.txt", "--output", "out", "--recipe", "r.yaml"],
+        r"unknown cleaning step 'shuffle'",
+        {"in.txt": "some text", "r.yaml": "steps:\n  - shuffle: {}\n"},
+    ),
+    Case(
+        "data-decontaminate-missing-eval",
+        ["data", "decontaminate", "in.txt", "--eval", "test.jsonl", "--output", "out"],
+        r"test\.jsonl",
+        {"in.txt": "some text"},
+    ),
+    Case(
+        "data-clean-existing-output",
+        ["data", "clean", "in.txt", "--output", "out"],
+        r"out.*--overwrite",
+        {"in.txt": "some text"},
+        [existing_output],
+    ),
 ]
 
 
@@ -646,6 +696,6 @@ def test_the_matrix_covers_every_command():
     commands = {c.argv[0] for c in CASES}
     assert commands >= {
         "pretrain", "generate", "chat", "bench-generate", "evaluate", "finetune",
-        "corpus", "tokenizer", "model", "convert", "embeddings", "lora",
+        "corpus", "tokenizer", "model", "convert", "embeddings", "lora", "data",
     }  # fmt: skip
     assert len(CASES) >= 40

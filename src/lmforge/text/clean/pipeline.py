@@ -426,18 +426,20 @@ def clean(
 
     def source():
         bar = None
-        if progress:
+        if progress:  # shown after half a second: bad input prints its one error line alone
             from tqdm import tqdm
 
-            bar = tqdm(unit=" docs", desc="clean", mininterval=0.5, dynamic_ncols=True)
-        for doc in iter_documents(inputs, text_field, invalid_utf8, max_doc_bytes):
-            totals["docs_in"] += 1
-            totals["bytes_in"] += len(doc["text"].encode("utf-8"))
+            bar = tqdm(unit=" docs", desc="clean", mininterval=0.5, delay=0.5, dynamic_ncols=True)
+        try:
+            for doc in iter_documents(inputs, text_field, invalid_utf8, max_doc_bytes):
+                totals["docs_in"] += 1
+                totals["bytes_in"] += len(doc["text"].encode("utf-8"))
+                if bar is not None:
+                    bar.update()
+                yield doc
+        finally:
             if bar is not None:
-                bar.update()
-            yield doc
-        if bar is not None:
-            bar.close()
+                bar.close()
 
     runner = _Runner(specs, steps, workers if len(specs) else 1)
     try:
