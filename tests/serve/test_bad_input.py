@@ -60,6 +60,8 @@ LONG_STREAM = {**COMPLETION, "prompt": "USER: good day", "max_tokens": 100, "tem
         ({**COMPLETION, "prompt": ""}, "prompt", "empty"),
         ({**COMPLETION, "prompt": "x" * 200}, "prompt", "context"),
         ([1, 2], None, ""),
+        ({**COMPLETION, "seed": 2**63}, "seed", "less than"),  # the API's seed is an int64
+        ({**COMPLETION, "stream_options": {"include_usage": True}}, None, "only allowed when"),
     ],
 )
 def test_invalid_completion_requests_are_400(server, body, param, fragment):
@@ -75,6 +77,23 @@ def test_chat_wrong_types_and_prompt_over_the_context(server):
     assert error["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError, match="context"):
         server.client().chat.completions.create(model="tiny", messages=long["messages"])
+
+
+def test_top_logprobs_without_logprobs_is_400(server):
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}
+    assert_error(post(server, "/v1/chat/completions", body), 400, None, "needs logprobs")
+
+
+def test_a_failure_inside_the_server_is_a_500_error_object(server, monkeypatch):
+    def broken(messages):
+        raise RuntimeError("template engine fell over")
+
+    monkeypatch.setattr(server.backend, "chat_prompt", broken)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+    error = assert_error(post(server, "/v1/chat/completions", body), 500, None, "fell over")
+    assert error["type"] == "server_error"
+    monkeypatch.undo()
+    assert post(server, "/v1/chat/completions", {**body, "max_tokens": 2}).status_code == 200
 
 
 def test_unknown_model_and_path_are_404(server):

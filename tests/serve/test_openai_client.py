@@ -177,6 +177,55 @@ def test_same_seed_same_text_and_n_choices(server):
     assert [ch.index for ch in two.choices] == [0, 1, 2, 3]
 
 
+def test_null_fields_take_the_apis_defaults(server):
+    """The API lets a client send null for an optional field (LangChain does): null
+    temperature is 1, null max_tokens is 16 for completions, null stop is none."""
+    import httpx
+
+    nulls = dict(temperature=None, top_p=None, n=None, stop=None, max_tokens=None,
+                 presence_penalty=None, frequency_penalty=None, logprobs=None, user=None,
+                 stream=None, stream_options=None)  # fmt: skip
+    body = {"model": "tiny", "prompt": PROMPT, "seed": 3, **nulls}
+    r = httpx.post(server.url + "/v1/completions", json=body, timeout=30).json()
+    same = server.client().completions.create(model="tiny", prompt=PROMPT, seed=3)
+    assert r["choices"][0]["text"] == same.choices[0].text
+    assert r["usage"]["completion_tokens"] == same.usage.completion_tokens <= 16
+
+
+def test_same_seed_same_text_alone_and_among_concurrent_requests(server):
+    """A seeded sampled request gives the same text when it runs alone and when 5 others
+    with other settings share its decode steps (its generator is its own)."""
+    c = server.client()
+    kwargs = dict(model="tiny", prompt=PROMPT, max_tokens=40, temperature=0.9, top_p=0.9,
+                  seed=11, stream=True)  # fmt: skip
+
+    def text(**kw):
+        return "".join(ch.choices[0].text for ch in c.completions.create(**kw))
+
+    alone = text(**kwargs)
+    got = {}
+    others = [dict(kwargs, seed=i, temperature=0.5 + 0.2 * i, max_tokens=20 + 9 * i)
+              for i in range(5)]  # fmt: skip
+    jobs = [kwargs] + others
+    threads = [
+        threading.Thread(target=lambda i=i, kw=kw: got.__setitem__(i, text(**kw)))
+        for i, kw in enumerate(jobs)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got[0] == alone and len(got) == len(jobs)
+
+
+def test_seeds_at_the_ends_of_the_int64_range(server):
+    c = server.client()
+    for seed in (-(2**63), 2**63 - 1):
+        r = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=5, seed=seed, n=2)
+        again = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=5, seed=seed, n=2)
+        assert [ch.text for ch in r.choices] == [ch.text for ch in again.choices]
+
+
 def test_eight_concurrent_clients_get_their_own_greedy_text(server):
     c = server.client()
     prompts = [PROMPT[: 4 + i] for i in range(8)]

@@ -14,7 +14,8 @@ slots. Every refusal is an HTTP status with OpenAI's error object,
 {"error": {"message", "type", "param", "code"}}: 400 for invalid requests (malformed
 JSON, wrong types, out-of-range values, a prompt over the context), 401 without the API key
 (`Authorization: Bearer KEY` on /v1), 404 for an unknown model or path, 413 for a body
-over the limit, 429 beyond the concurrent requests allowed, 503 while shutting down.
+over the limit, 429 beyond the concurrent requests allowed, 503 while shutting down, and
+500 (still the error object) should the server itself fail.
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ def create_app(backend: Backend, api_key: str | None = None) -> FastAPI:
             message = f"the body is not valid JSON ({first.get('ctx', {}).get('error', '')})"
             return error_response(ApiError(400, message.replace(" ()", ""), code="invalid_json"))
         param = ".".join(loc) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        msg = str(first.get("msg")).removeprefix("Value error, ")
+        message = f"{param}: {msg}" if param else msg
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problems)"
         return error_response(ApiError(400, message, param, "invalid_value"))
@@ -189,6 +191,12 @@ def create_app(backend: Backend, api_key: str | None = None) -> FastAPI:
             message = f"the body is not valid JSON in UTF-8 ({e.detail})"
             return error_response(ApiError(400, message, code="invalid_json"))
         return error_response(ApiError(e.status_code, str(e.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, e: Exception):
+        # our bug, not the client's: still OpenAI's error object, not a bare text page
+        # (Starlette logs the traceback after this answer)
+        return error_response(ApiError(500, f"internal error: {type(e).__name__}: {e}"))
 
     @app.get("/health")
     async def health():

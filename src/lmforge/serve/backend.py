@@ -232,7 +232,8 @@ class Backend:
         seqs = []
         for k in range(settings.n):
             index = first_index + k
-            seed = None if settings.seed is None else settings.seed + k
+            # torch seeds are 64-bit: -5 and 2**64 - 5 are one seed; + k wraps likewise
+            seed = None if settings.seed is None else (settings.seed + k) % 2**64
             seqs.append(self._start(prompt, settings, seed, index, queue, loop, extra_stops))
         return seqs
 

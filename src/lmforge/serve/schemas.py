@@ -5,15 +5,16 @@ temperature in [0, 2] (default 1), top_p in (0, 1], presence and frequency penal
 [-2, 2], up to 4 stop strings, `logprobs` an integer up to 5 for completions and a flag
 with `top_logprobs` up to 20 for chat. `top_k`, `min_p` and `repetition_penalty` are
 extensions (as vLLM and llama.cpp's servers take them). Unknown fields are refused, so a
-misspelt setting is an error rather than silently ignored. Responses are built as plain
-dicts in app.py, field for field as the API defines them.
+misspelt setting is an error rather than silently ignored. A field sent as `null` takes
+its default, as the API allows (clients such as LangChain send nulls). Responses are built
+as plain dicts in app.py, field for field as the API defines them.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StreamOptions(BaseModel):
@@ -21,8 +22,31 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+INT64 = 2**63
+
+
 class _Generation(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data):
+        """`"temperature": null` means the default, as in the API; a required field sent
+        as null stays null and is refused."""
+        if isinstance(data, dict):
+            fields = cls.model_fields
+            return {
+                k: v
+                for k, v in data.items()
+                if v is not None or k not in fields or fields[k].is_required()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self):
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
 
     model: str
     max_tokens: int | None = Field(None, ge=0)
@@ -33,7 +57,7 @@ class _Generation(BaseModel):
     repetition_penalty: float = Field(1.0, gt=0)
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)  # the API's int64
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
@@ -87,6 +111,12 @@ class ChatCompletionRequest(_Generation):
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
 
 class EmbeddingRequest(BaseModel):
