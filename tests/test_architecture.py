@@ -31,9 +31,10 @@ ALLOWED: dict[str, set[str]] = {
     | {"device", "text", "tokenizers", "data", "nn", "models", "infer", "train", "embeddings"},
     "interpret": BASE | {"device", "nn", "models", "tokenizers", "infer"},
     "serve": BASE | {"device", "models", "tokenizers", "infer"},
+    "export": BASE | {"nn", "models", "tokenizers"},
     "cli": BASE
     | {"device", "text", "tokenizers", "embeddings", "data", "nn", "models", "infer", "train"}
-    | {"tasks", "interpret", "serve", "(root)"},
+    | {"tasks", "interpret", "serve", "export", "(root)"},
     "__main__": {"cli"},
     "(root)": {"errors", "tasks"},  # lmforge.pipeline
 }
