@@ -123,6 +123,17 @@ def _other_adapter() -> bytes:
 SAFETENSORS_OTHER = _other_adapter()
 
 
+def model_fields(**fields):
+    """Change fields of the model's config.json (the weights stay as they are)."""
+
+    def change(m: Path) -> None:
+        config = json.loads((m / "config.json").read_text())
+        config["model"].update(fields)
+        (m / "config.json").write_text(json.dumps(config))
+
+    return change
+
+
 @dataclass
 class Case:
     id: str
@@ -643,6 +654,45 @@ CASES = [
         {"in.txt": "some text"},
         [existing_output],
     ),
+    # ---- export (GGUF for llama.cpp, ONNX for ONNX Runtime)
+    Case(
+        "export-gguf-char-tokenizer",
+        ["export", "gguf", "m", "out.gguf"],
+        r"tokenizer is 'char'.*BPE",
+        setup=[model],
+    ),
+    Case(
+        "export-gguf-unexpressible-arch",
+        ["export", "gguf", "m", "out.gguf"],
+        r"positions='sinusoidal'",
+        setup=[broken(model_fields(positions="sinusoidal"))],
+    ),
+    Case(
+        "export-gguf-q8_0-encoder",
+        ["export", "gguf", "m", "out.gguf", "--dtype", "q8_0"],
+        r"q8_0.*arch=encoder",
+        setup=[broken(model_fields(arch="encoder"))],
+    ),
+    Case(
+        "export-gguf-existing-output",
+        ["export", "gguf", "m", "out.gguf"],
+        r"out\.gguf already exists.*--overwrite",
+        {"out.gguf": "mine"},
+        [model],
+    ),
+    Case("export-gguf-no-model", ["export", "gguf", "nope", "out.gguf"], r"nope"),
+    Case(
+        "export-onnx-encoder-decoder",
+        ["export", "onnx", "m", "out"],
+        r"arch=encoder-decoder",
+        setup=[broken(model_fields(arch="encoder-decoder"))],
+    ),
+    Case(
+        "export-onnx-existing-output",
+        ["export", "onnx", "m", "out"],
+        r"out.*--overwrite",
+        setup=[model, existing_output],
+    ),
 ]
 
 
@@ -697,5 +747,6 @@ def test_the_matrix_covers_every_command():
     assert commands >= {
         "pretrain", "generate", "chat", "bench-generate", "evaluate", "finetune",
         "corpus", "tokenizer", "model", "convert", "embeddings", "lora", "data",
+        "export",
     }  # fmt: skip
     assert len(CASES) >= 40
