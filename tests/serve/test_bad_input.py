@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -251,14 +252,23 @@ def test_the_cli_serves_and_exits_0_on_ctrl_c(model_dir):
 
 
 def test_the_cli_refuses_bad_settings(model_dir, tmp_path):
-    for args, fragment in (
-        ([str(model_dir), "--max-batch", "0"], "--max-batch"),
-        ([str(model_dir), "--port", "70000"], "--port"),
-        ([str(tmp_path)], str(tmp_path)),
-    ):
-        out = subprocess.run(
-            [sys.executable, "-m", "lmforge", "serve", *args], capture_output=True, text=True
-        )
-        assert out.returncode == 2, out.stderr
-        assert fragment in out.stderr and "Traceback" not in out.stderr
-        assert len(out.stderr.strip().splitlines()) == 1
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        for args, fragment in (
+            ([str(model_dir), "--max-batch", "0"], "--max-batch"),
+            ([str(model_dir), "--port", "70000"], "--port"),
+            ([str(tmp_path)], str(tmp_path)),
+            ([str(model_dir), "--port", str(port)], f"127.0.0.1:{port}: Address already in use"),
+        ):
+            out = subprocess.run(
+                [sys.executable, "-m", "lmforge", "serve", *args], capture_output=True, text=True
+            )
+            assert out.returncode == 2, out.stderr
+            assert fragment in out.stderr and "Traceback" not in out.stderr
+            assert len(out.stderr.strip().splitlines()) == 1
+            assert out.stderr.startswith("lmforge: error: ")
+    finally:
+        busy.close()

@@ -48,6 +48,9 @@ def run(args, extra) -> int:
             raise LmforgeError(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0 <= args.port < 65536:
         raise LmforgeError(f"--port must be in 0..65535 (got {args.port})")
+    from lmforge.serve.server import bind
+
+    sock = bind(args.host, args.port)  # before loading: a busy port fails at once
     limits = Limits(
         args.max_prompt_tokens, args.max_tokens, args.max_concurrent, args.max_body_bytes
     )
@@ -74,9 +77,9 @@ def run(args, extra) -> int:
     server = make_server(
         backend, args.host, args.port, args.api_key, args.log_level, on_ready=ready
     )
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
-        print(f"lmforge: error: could not listen on {args.host}:{args.port}", file=sys.stderr)
+        print(f"lmforge: error: could not serve on {args.host}:{args.port}", file=sys.stderr)
         return 2
     print("lmforge serve: stopped", file=sys.stderr)
     return 0

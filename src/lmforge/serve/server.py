@@ -8,12 +8,14 @@ A second Ctrl-C quits at once.
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
 
 import uvicorn
 
+from lmforge.errors import LmforgeError
 from lmforge.serve.app import create_app
 from lmforge.serve.backend import Backend
 
@@ -64,3 +66,24 @@ def make_server(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10
     )
     return DrainingServer(config, app.state.lmforge, drain_timeout, on_ready)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), for uvicorn to serve on: a port in use or an unknown
+    host is one clear error before the model is loaded, not uvicorn's log line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise LmforgeError(f"could not listen on {host}:{port}: {e.strerror or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        hint = "; pick another --port (0: any free one)" if e.errno == 98 else ""
+        raise LmforgeError(f"could not listen on {host}:{port}: {e.strerror or e}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
