@@ -373,19 +373,24 @@ async def _respond(request, backend, body, prompts, settings, extra_stops, kind,
                         yield _sse({**meta, **first, **_usage_none(body)})
                 open_choices = choices
                 while open_choices:
-                    event = await queue.get()
-                    if isinstance(event, Piece):
-                        chunk = formatter.piece_chunk(event, settings.n)
-                        yield _sse({**meta, **chunk, **_usage_none(body)})
-                    elif isinstance(event, Done):
-                        open_choices -= 1
-                        completion_tokens += event.completion_tokens
-                        if event.finish_reason == "error":
-                            message = f"generation failed: {event.error}"
-                            yield _sse(error_body(500, message, "server_error"))
-                            return
-                        chunk = formatter.done_chunk(event)
-                        yield _sse({**meta, **chunk, **_usage_none(body)})
+                    arrived = [await queue.get()]
+                    while not queue.empty():  # all that is there already goes in one write
+                        arrived.append(queue.get_nowait())
+                    out = []
+                    for event in arrived:
+                        if isinstance(event, Piece):
+                            chunk = formatter.piece_chunk(event, settings.n)
+                            out.append(_sse({**meta, **chunk, **_usage_none(body)}))
+                        elif isinstance(event, Done):
+                            open_choices -= 1
+                            completion_tokens += event.completion_tokens
+                            if event.finish_reason == "error":
+                                message = f"generation failed: {event.error}"
+                                yield "".join(out) + _sse(error_body(500, message, "server_error"))
+                                return
+                            chunk = formatter.done_chunk(event)
+                            out.append(_sse({**meta, **chunk, **_usage_none(body)}))
+                    yield "".join(out)
                 if body.include_usage:
                     usage = _usage(prompt_tokens, completion_tokens)
                     yield _sse(
