@@ -654,6 +654,54 @@ CASES = [
         {"in.txt": "some text"},
         [existing_output],
     ),
+    # ---- explain
+    Case(
+        "explain-missing-model",
+        ["explain", "attention", "nothere", "--text", "To be", "--output", "out"],
+        r"nothere",
+    ),
+    Case(
+        "explain-empty-text",
+        ["explain", "lens", "m", "--text", "  ", "--output", "out"],
+        r"--text is empty",
+        setup=[model],
+    ),
+    Case(
+        "explain-layer-out-of-range",
+        ["explain", "attention", "m", "--text", "To be", "--output", "out", "--layer", "3"],
+        r"--layer 3: the model has layers 0 to 0",
+        setup=[model],
+    ),
+    Case(
+        "explain-patch-different-lengths",
+        ["explain", "patch", "m", "--text", "To be", "--corrupted", "Not to be", "--output", "out"],
+        r"same number of tokens.*5 and 9",
+        setup=[model],
+    ),
+    Case(
+        "explain-attribute-target-not-one-token",
+        ["explain", "attribute", "m", "--text", "To be", "--target", "be", "--output", "out"],
+        r"--target 'be' is 2 tokens",
+        setup=[model],
+    ),
+    Case(
+        "explain-memorization-bad-secret",
+        ["explain", "memorization", "m", "--secret", "12ab", "--output", "out"],
+        r"--secret '12ab'.*digits",
+        setup=[model],
+    ),
+    Case(
+        "explain-memorization-nothing-to-measure",
+        ["explain", "memorization", "m", "--output", "out"],
+        r"nothing to measure",
+        setup=[model],
+    ),
+    Case(
+        "explain-existing-output",
+        ["explain", "attention", "m", "--text", "To be", "--output", "out"],
+        r"out.*--overwrite",
+        setup=[model, existing_output],
+    ),
     # ---- export (GGUF for llama.cpp, ONNX for ONNX Runtime)
     Case(
         "export-gguf-char-tokenizer",
@@ -747,6 +795,6 @@ def test_the_matrix_covers_every_command():
     assert commands >= {
         "pretrain", "generate", "chat", "bench-generate", "evaluate", "finetune",
         "corpus", "tokenizer", "model", "convert", "embeddings", "lora", "data",
-        "export",
+        "export", "explain",
     }  # fmt: skip
     assert len(CASES) >= 40

@@ -88,3 +88,64 @@ def test_cache_equals_transformers_attentions_and_hidden_states(family, tmp_path
         ours_h.append(cache[last] if last in cache else cache[f"{stack}.{n - 1}.resid_post"])
         for got, want in zip(ours_h, hidden, strict=True):
             assert_reordered_close(got, want, lengths)
+
+
+ZERO_OVERHEAD = r"""
+import inspect, sys, torch
+import lmforge.models, lmforge.nn
+from lmforge.config import ModelConfig
+from lmforge.models import Transformer
+
+def code_path():
+    # every class of the model code with the functions it runs: what a patch would change
+    out = {}
+    for name, module in sorted(sys.modules.items()):
+        if name.startswith(("lmforge.models", "lmforge.nn")) and module is not None:
+            for cls_name, cls in vars(module).items():
+                if inspect.isclass(cls) and cls.__module__ == name:
+                    out[f"{name}.{cls_name}"] = dict(vars(cls))
+    return out
+
+def hooks_of(model):
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        + len(m._forward_hooks_with_kwargs) for m in model.modules()
+    )
+
+def global_hooks():
+    g = torch.nn.modules.module
+    return len(g._global_forward_hooks) + len(g._global_forward_pre_hooks)
+
+torch.manual_seed(0)
+model = Transformer(ModelConfig(vocab_size=50, n_layer=2, n_head=2, n_embd=16, block_size=8))
+ids = torch.randint(0, 50, (1, 8))
+before, forward = code_path(), Transformer.forward
+with torch.no_grad():
+    want = model(ids)
+import lmforge.interpret as interpret
+assert code_path() == before, "importing lmforge.interpret changed the model code"
+assert hooks_of(model) == 0 and global_hooks() == 0
+with torch.no_grad():
+    _, cache = interpret.run_with_cache(model, ids)
+    weights = interpret.patterns(model, ids)
+    assert interpret.logit_lens(model, ids).shape[0] == 3
+    got = model(ids)
+assert len(cache) == 1 + 2 * 4 + 1 and weights["decoder"].shape[0] == 2
+assert code_path() == before and Transformer.forward is forward, "interpret patched the model"
+assert hooks_of(model) == 0 and global_hooks() == 0, "a hook was left behind"
+assert torch.equal(got, want)
+print("ok")
+"""
+
+
+def test_zero_overhead_when_unused():
+    """lmforge.interpret never touches the model's code: importing it patches no class of
+    lmforge.models or lmforge.nn, using it leaves no module or global hook, and the model's
+    output afterwards is bit-identical (in a fresh interpreter, so the import is the first)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", ZERO_OVERHEAD], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

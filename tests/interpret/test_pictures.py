@@ -81,6 +81,9 @@ def test_lens_attribution_and_patching_pictures(gpt2, tmp_path):
     corrupt[0, 3] += 1
     sweep = patching_sweep(model, ids, corrupt, logit_difference(5, 6))
     check_png(pic.patching_heatmap(sweep["restored"], labels(10), tmp_path / "patch.png"))
+    pile = torch.randn(500, generator=torch.Generator().manual_seed(0)) + 30
+    marks = {"123456: 9.0 bits": 26.0, "654321: 0.4 bits": 30.1}
+    check_png(pic.exposure_png(pile, marks, tmp_path / "exposure.png"))
 
 
 def test_a_flat_picture_is_caught(tmp_path):
@@ -95,9 +98,12 @@ def test_a_flat_picture_is_caught(tmp_path):
 
 
 def test_token_labels_keep_every_token_visible():
-    tok = Tokenizer.train(["ab a\nb"], "char")
-    ids = tok.encode("a b\n", add_special_tokens=False)
-    assert pic.token_labels(tok, ids) == ["a", "·", "b", "\\n"]
+    tok = Tokenizer.train(["ab a\nb\x0c"], "char")
+    ids = tok.encode("a b\n\x0c", add_special_tokens=False)
+    assert pic.token_labels(tok, ids) == ["a", "·", "b", "\\n", "\\x0c"]
+    byte_level = Tokenizer.train(["caf\u00e9 na\u00efve"] * 3, "bpe", 300)
+    pieces = [i for i in range(byte_level.vocab_size) if "\ufffd" in byte_level.decode([i])]
+    assert pieces and pic.token_labels(byte_level, pieces[:1]) == [f"<{pieces[0]}>"]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

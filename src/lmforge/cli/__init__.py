@@ -14,6 +14,7 @@ from lmforge.cli import (
     data,
     embeddings,
     evaluate,
+    explain,
     export,
     finetune,
     generate,
@@ -40,6 +41,7 @@ COMMANDS = (
     model,
     convert,
     embeddings,
+    explain,
     serve,
 )
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.errors import LmforgeError
 from lmforge.infer import Sampling, generate
 from lmforge.tokenizers import Tokenizer
 
@@ -38,6 +39,8 @@ CANARY_PREFIX = "my secret number is"
 def make_secrets(n: int, digits: int = 6, seed: int = 0) -> list[str]:
     """`n` distinct random secrets, each ' d d d ...' (spaced so each digit is its own
     pre-token, and prefix + secret tokenizes as the two apart)."""
+    if n > 10**digits:
+        raise LmforgeError(f"there are only {10**digits} secrets of {digits} digits, not {n}")
     rng = random.Random(seed)
     out: set[str] = set()
     while len(out) < n:
@@ -91,8 +94,11 @@ def exposure(
     prefix: str = CANARY_PREFIX,
     samples: int = 2000,
     seed: int = 0,
+    return_scores: bool = False,
 ) -> dict:
-    """The estimated exposure of `secret` (a make_secrets string) and how it was reached."""
+    """The estimated exposure of `secret` (a make_secrets string) and how it was reached;
+    with `return_scores`, also the alternatives' log-perplexities (a tensor, under
+    "alternative_log_perplexities"), the distribution the secret is ranked in."""
     digits = len(secret.split())
     alternatives = [s for s in make_secrets(samples + 1, digits, seed + 1) if s != secret]
     alternatives = alternatives[:samples]
@@ -102,7 +108,7 @@ def exposure(
     rank_fraction = (1 + better) / (len(alternatives) + 1)
     mu, sigma = float(scores[1:].double().mean()), float(scores[1:].double().std())
     z = (float(scores[0]) - mu) / max(sigma, 1e-12)
-    return {
+    out = {
         "secret": secret,
         "log_perplexity": float(scores[0]),
         "better_alternatives": better,
@@ -112,6 +118,9 @@ def exposure(
         "exposure_extrapolated": min(space_bits, -log2_normal_cdf(z)),
         "space_bits": space_bits,
     }
+    if return_scores:
+        out["alternative_log_perplexities"] = scores[1:]
+    return out
 
 
 def log2_normal_cdf(z: float) -> float:

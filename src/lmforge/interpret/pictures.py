@@ -23,13 +23,16 @@ DPI = 100
 
 def token_labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     """Each token as text to print under a picture: a leading space as '·', newlines as
-    '\\n', so every token stays visible."""
+    '\\n', other control characters escaped, a piece of a UTF-8 character (a byte-level
+    token) or nothing as <id>, so every token stays visible."""
     out = []
     for i in ids:
         text = tokenizer.decode([int(i)])
         if text.startswith(" "):
             text = "·" + text[1:]
-        out.append(text.replace("\n", "\\n").replace("\t", "\\t") or f"<{int(i)}>")
+        text = text.replace("\n", "\\n").replace("\t", "\\t")
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+        out.append(text if text and "\ufffd" not in text else f"<{int(i)}>")
     return out
 
 
@@ -330,4 +333,27 @@ def patching_heatmap(
     ax.set_xlabel("patched position")
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label=label)
+    return _save(fig, path)
+
+
+def exposure_png(
+    alternatives,
+    secrets: dict[str, float],
+    path: str | Path,
+    title: str = "canary exposure: the secrets among sampled alternatives",
+) -> Path:
+    """A histogram of the alternatives' log-perplexities -log p(s | prefix) (nats) with each
+    secret's marked; `secrets` maps a label (the secret and its exposure) to its value. A
+    memorised secret sits far left of the pile, an unseen one inside it."""
+    a = _array(alternatives).astype(float)
+    fig = _figure(7, 4)
+    ax = fig.add_subplot()
+    ax.hist(a, bins=min(60, max(10, len(a) // 20)), color="#9aa7b8", label="alternatives")
+    colors = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    for k, (label, value) in enumerate(secrets.items()):
+        ax.axvline(value, color=colors[k % len(colors)], linewidth=2, label=label)
+    ax.set_xlabel("-log p(secret | prefix) (nats); lower is likelier")
+    ax.set_ylabel("alternatives")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
     return _save(fig, path)
