@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-TASK_CHOICES = ["classification", "sentiment", "qa", "translation", "summarization"]
+TASK_CHOICES = ["classification", "sentiment", "qa", "translation", "summarization", "chat"]
 
 
 def add_data_options(p) -> None:
@@ -15,7 +15,7 @@ def add_data_options(p) -> None:
         metavar="ROLE=NAME",
         help="the file's name for a field the task reads, e.g. --field text=review "
         "(roles: classification text, text_b, label; qa context, question, answers; "
-        "translation source, target; summarization document, summary)",
+        "translation source, target; summarization document, summary; chat messages)",
     )
 
 
@@ -24,7 +24,7 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "finetune",
-        help="fine-tune a model on classification, QA, translation or summarization",
+        help="fine-tune a model on classification, QA, translation, summarization or chat",
         description="Fine-tune a base model directory (an lmforge run, a Hugging Face model, "
         "all-MiniLM-L6-v2) on JSONL/CSV records; the output is a model directory that "
         "`lmforge evaluate TASK` and `lmforge.pipeline` use.",

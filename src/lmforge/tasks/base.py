@@ -28,7 +28,8 @@ class Task(ABC):
 
     name: str
     head: str  # the model head it trains ("sequence-classification", "lm", ...)
-    metric: str  # the validation figure early stopping watches; higher is better
+    metric: str  # the validation figure early stopping watches
+    higher_is_better: bool = True  # of the metric (a loss is not)
     roles: dict[str, Callable]  # role -> checker (records.py)
     optional: tuple[str, ...] = ()
 
@@ -47,6 +48,15 @@ class Task(ABC):
     def settings_from(cls, records: list[dict], options: dict) -> dict:
         """The settings fine-tuning fixes from the training data and options (labels, ...)."""
         return dict(options)
+
+    @classmethod
+    def adopt_base(cls, base: str | Path, settings: dict) -> dict:
+        """The settings with what the task keeps from the base model directory (chat: its
+        chat template); also how a base model, not fine-tuned, is scored on the task."""
+        return settings
+
+    def write_files(self, directory: Path) -> None:  # noqa: B027 (most tasks need none)
+        """Files of the task's own beside the fine-tuned model (chat: its template)."""
 
     @property
     def num_labels(self) -> int:

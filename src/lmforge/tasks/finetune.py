@@ -181,6 +181,7 @@ def finetune(
     settings = cls.settings_from(
         train_records, {"task": cls.name, "fields": fields or {}, **(options or {})}
     )
+    settings = cls.adopt_base(base, settings)  # chat: the base's template, else a default
     num_labels = cls(tokenizer, model.config, settings).num_labels  # from the settings
     model = with_head(model, cls.head, num_labels).to(device)
     if lora is not None:  # a new task head trains with the adapters; a tied LM head stays
@@ -236,13 +237,14 @@ def finetune(
         with run.staged() as staging:  # --overwrite replaces it now that the data is good
             write_json(staging / "config.json", config)
             tokenizer.save(staging)
+            task.write_files(staging)
 
     distributed.run_on_main(prepare_output)
 
     def evaluate(m) -> dict:
         return task.score(task.predict(m, valid_records), valid_records)
 
-    monitor = EarlyStopping(cls.metric, higher_is_better=True, patience=t.early_stopping_patience)
+    monitor = EarlyStopping(cls.metric, cls.higher_is_better, patience=t.early_stopping_patience)
     objective = Objective(sampler, evaluate=evaluate, loss=task.loss, monitor=monitor)
     tokens_per_step = plan.tokens_per_step(
         sampler.batch_size, t.grad_accum_steps, sampler.block_size

@@ -8,6 +8,7 @@ from pathlib import Path
 from lmforge.errors import LmforgeError
 from lmforge.infer import load_model_and_tokenizer
 from lmforge.tasks.base import Task, task_settings
+from lmforge.tasks.chat import Chat
 from lmforge.tasks.classification import Classification
 from lmforge.tasks.qa import QuestionAnswering
 from lmforge.tasks.seq2seq import Summarization, Translation
@@ -17,6 +18,7 @@ TASKS: dict[str, type[Task]] = {
     "qa": QuestionAnswering,
     "translation": Translation,
     "summarization": Summarization,
+    "chat": Chat,
 }
 ALIASES = {
     "sentiment": "classification",
@@ -35,9 +37,12 @@ def get_task(name: str) -> type[Task]:
 
 
 def load_task_model(task_name: str, directory: str | Path, device="cpu"):
-    """(task, model) of a directory fine-tuned for `task_name`, or a clear error."""
+    """(task, model) of a directory fine-tuned for `task_name`, or a clear error. For chat,
+    a base language model too: its loss on assistant tokens before any instruction tuning."""
     cls = get_task(task_name)
     settings = task_settings(directory)
+    if settings is None and cls is Chat:  # a base language model is scored as it is
+        settings = cls.adopt_base(directory, {"task": cls.name, "fields": {}})
     if settings is None or settings.get("task") != cls.name:
         found = f"was fine-tuned for {settings['task']}" if settings else "has no task head"
         raise LmforgeError(
