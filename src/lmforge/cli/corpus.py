@@ -31,10 +31,10 @@ def register(sub) -> None:
     export.set_defaults(run=run_export)
     demo = cmds.add_parser(
         "task-data",
-        help="demo task data from the built-in plays: genre, speaker-qa, modernize, speakers",
+        help="demo task data from the built-in plays: genre, speaker-qa, modernize, speakers, chat",
         description="Write OUTPUT/{train,valid,test}.jsonl, split by play (see docs/tasks.md).",
     )
-    demo.add_argument("name", choices=["genre", "speaker-qa", "modernize", "speakers"])
+    demo.add_argument("name", choices=["genre", "speaker-qa", "modernize", "speakers", "chat"])
     demo.add_argument("--output", required=True, help="directory to write into")
     demo.add_argument("--per-play", type=int, help="records per play (default 60)")
     demo.add_argument("--seed", type=int, default=0)

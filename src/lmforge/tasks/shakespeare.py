@@ -14,6 +14,12 @@ for an lmforge model pretrained on the corpus, by its pretraining.
 - speakers (summarization): a short passage -> who speaks in it, one name per line in order
   of first speech; exact, and checkable from the passage alone. (One per line, because a
   name then starts a line as it does in the passage, and so is the same tokens there.)
+- chat (instruction tuning): OpenAI-style conversations, a quarter each of "Who speaks
+  next?" after a speech (half of them going on to "What do they say first?"), "Continue
+  this speech in the style of NAME", "What kind of play is this line from?" (the genre: a
+  play's own title could not be learned, as held-out plays are never seen) and "Modernize
+  this line" (with the MODERN table); a third start with a system message. Every answer
+  is taken from the text, and each conversation fits a 128-token context of the demo BPE.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from lmforge.fileio import write_text
 from lmforge.text.corpus import Document
 from lmforge.text.shakespeare import load_shakespeare
 
-DATASETS = ("genre", "speaker-qa", "modernize", "speakers")
+DATASETS = ("genre", "speaker-qa", "modernize", "speakers", "chat")
 
 # Early Modern English -> modern English, word for word (matched whole, case kept).
 MODERN = {
@@ -185,13 +191,75 @@ def speakers_records(plays: list[Document], per_play: int, rng: random.Random) -
     return out
 
 
+KINDS_OF_PLAY = {
+    "comedies": "A comedy.",
+    "histories": "A history.",
+    "problems": "A problem play.",
+    "roman": "A Roman play.",
+    "romances": "A romance.",
+    "tragedies": "A tragedy.",
+}
+SYSTEM = "You answer questions about Shakespeare's plays, briefly."
+CHAT_CHARS = 120  # the longest quoted text: a conversation stays within 128 demo BPE tokens
+
+
+def _tail(lines: list[str], max_chars: int) -> list[str]:
+    """The last lines of a speech that fit in `max_chars` (at least one, cut if need be)."""
+    out: list[str] = []
+    for line in reversed(lines):
+        if out and len("\n".join([line, *out])) > max_chars:
+            break
+        out.insert(0, line)
+    return out if len("\n".join(out)) <= max_chars else [out[-1][-max_chars:]]
+
+
+def _fits(line: str) -> bool:
+    return 20 <= len(line) <= 90
+
+
+def chat_records(plays: list[Document], per_play: int, rng: random.Random) -> list[dict]:
+    out = []
+    for doc in plays:
+        scenes = speeches(doc)
+        turns = [(s, i) for s in scenes for i in range(1, len(s)) if s[i][0] != s[i - 1][0]]
+        whole = [(name, lines) for s in scenes for name, lines in s if len(lines) >= 2]
+        whole = [(n, lines) for n, lines in whole if _fits(lines[0]) and _fits(lines[1])]
+        spoken = sorted({ln for s in scenes for _, lines in s for ln in lines if _fits(ln)})
+        archaic = [ln for ln in spoken if _ARCHAIC.search(ln)]
+        share = -(-per_play // 4)
+        conversations = []
+        for scene, i in rng.sample(turns, min(share, len(turns))):
+            before, (name, lines) = scene[i - 1], scene[i]
+            quoted = f"{before[0]}:\n" + "\n".join(_tail(before[1], CHAT_CHARS))
+            talk = [("user", f"{quoted}\n\nWho speaks next?"), ("assistant", f"{name}.")]
+            if rng.random() < 0.5 and _fits(lines[0]):
+                talk += [("user", "What do they say first?"), ("assistant", lines[0])]
+            conversations.append(("next-speaker", talk))
+        for name, lines in rng.sample(whole, min(share, len(whole))):
+            ask = f"Continue this speech in the style of {name}:\n{lines[0]}"
+            conversations.append(("continue", [("user", ask), ("assistant", lines[1])]))
+        for line in rng.sample(spoken, min(share, len(spoken))):
+            ask = f"What kind of play is this line from?\n{line}"
+            answer = KINDS_OF_PLAY[doc.genre]
+            conversations.append(("kind-of-play", [("user", ask), ("assistant", answer)]))
+        for line in rng.sample(archaic, min(share, len(archaic))):
+            ask = f"Modernize this line:\n{line}"
+            conversations.append(("modernize", [("user", ask), ("assistant", modernize(line))]))
+        for kind, talk in conversations[:per_play]:
+            system = [("system", SYSTEM)] if rng.random() < 1 / 3 else []
+            messages = [{"role": r, "content": c} for r, c in system + talk]
+            out.append({"messages": messages, "kind": kind, "play": doc.source})
+    return out
+
+
 MAKERS = {
     "genre": genre_records,
     "speaker-qa": speaker_qa_records,
     "modernize": modernize_records,
     "speakers": speakers_records,
+    "chat": chat_records,
 }
-PER_PLAY = {"genre": 60, "speaker-qa": 60, "modernize": 60, "speakers": 60}
+PER_PLAY = {"genre": 60, "speaker-qa": 60, "modernize": 60, "speakers": 60, "chat": 60}
 
 
 def make_dataset(
