@@ -279,6 +279,16 @@ CASES = [
         {"corpus.txt": TEXT},
         [foreign_run],
     ),
+    # ---- serve (bad requests to a running server: tests/serve/test_bad_input.py)
+    Case("serve-missing-dir", ["serve", "nothere"], r"nothere"),
+    Case("serve-no-slots", ["serve", "m", "--max-batch", "0"], r"--max-batch", setup=[model]),
+    Case("serve-bad-port", ["serve", "m", "--port", "70000"], r"--port", setup=[model]),
+    Case(
+        "serve-truncated-weights",
+        ["serve", "m", "--port", "0"],
+        r"model\.safetensors",
+        setup=[broken(truncated_weights)],
+    ),
     # ---- model directories, through generate
     Case("generate-missing-dir", ["generate", "nothere", "--prompt", "a"], r"nothere"),
     Case(
@@ -795,6 +805,6 @@ def test_the_matrix_covers_every_command():
     assert commands >= {
         "pretrain", "generate", "chat", "bench-generate", "evaluate", "finetune",
         "corpus", "tokenizer", "model", "convert", "embeddings", "lora", "data",
-        "export", "explain",
+        "export", "explain", "serve",
     }  # fmt: skip
     assert len(CASES) >= 40
