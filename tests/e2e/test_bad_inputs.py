@@ -104,6 +104,10 @@ GOOD = [json.dumps({"text": f"the {w} day", "label": lab}) for w, lab in [("fine
 GOOD += [json.dumps({"text": "the vile day", "label": "neg"})] * 4
 
 
+CHAT_USER = {"role": "user", "content": "who says hello?"}
+CHAT = json.dumps({"messages": [CHAT_USER, {"role": "assistant", "content": "ROMEO"}]})
+
+
 def _other_adapter() -> bytes:
     """A LoRA adapter file for a module the test model does not have."""
     import tempfile
@@ -750,6 +754,25 @@ CASES = [
         ["export", "onnx", "m", "out"],
         r"out.*--overwrite",
         setup=[model, existing_output],
+    ),
+    # ---- finetune chat: conversations (tests/tasks/test_chat.py checks each message's rules)
+    Case(
+        "finetune-chat-no-assistant-turn",
+        ["finetune", "chat", *FT, "--train", "t.jsonl"],
+        r"t\.jsonl:2.*no assistant turn",
+        setup=[model, records("t.jsonl", [CHAT, json.dumps({"messages": [CHAT_USER]})])],
+    ),
+    Case(
+        "finetune-chat-malformed-messages",
+        ["finetune", "chat", *FT, "--train", "t.jsonl"],
+        r"t\.jsonl:1.*'messages'.*list",
+        setup=[model, records("t.jsonl", [json.dumps({"messages": {"user": "hi"}}), CHAT])],
+    ),
+    Case(
+        "finetune-chat-unknown-role",
+        ["finetune", "chat", *FT, "--train", "t.jsonl"],
+        r"t\.jsonl:1.*unknown role 'tool'.*system, user, assistant",
+        setup=[model, records("t.jsonl", [CHAT.replace('"user"', '"tool"'), CHAT])],
     ),
 ]
 
