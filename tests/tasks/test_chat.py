@@ -5,6 +5,8 @@ into a model that `lmforge chat` talks with, turn by turn."""
 from __future__ import annotations
 
 import io
+import json
+import re
 
 import pytest
 import torch
@@ -262,3 +264,50 @@ def test_padding_does_not_change_the_loss(decoder):
     alone = task.predict(model, records[:1])[0]["nll"]
     together = task.predict(model, records)[0]["nll"]
     assert together == pytest.approx(alone, rel=1e-5)
+
+
+# --------------------------------------------------------------------- the demo set
+
+
+def test_demo_conversations_are_well_formed_and_answered_from_the_text(tmp_path):
+    from lmforge.tasks.shakespeare import (
+        KINDS_OF_PLAY,
+        make_dataset,
+        modernize,
+        speeches,
+        split_plays,
+    )
+
+    counts = make_dataset("chat", tmp_path, per_play=8)
+    plays = {d.source: d for split in split_plays().values() for d in split}
+    seen = {}
+    for split in counts:
+        records = Chat.read(tmp_path / f"{split}.jsonl")  # every conversation passes the checks
+        raw = [json.loads(line) for line in (tmp_path / f"{split}.jsonl").open()]
+        seen[split] = {r["play"] for r in raw}
+        assert {r["kind"] for r in raw} == {"next-speaker", "continue", "kind-of-play", "modernize"}
+        for rec, row in zip(records, raw, strict=True):
+            talk = [m for m in rec["messages"] if m["role"] != "system"]
+            ask, answer = talk[0]["content"], talk[1]["content"]
+            doc = plays[row["play"]]
+            scenes = speeches(doc)
+            if row["kind"] == "modernize":
+                line = ask.removeprefix("Modernize this line:\n")
+                assert answer == modernize(line) != line
+            elif row["kind"] == "kind-of-play":
+                assert answer == KINDS_OF_PLAY[doc.genre]
+            elif row["kind"] == "continue":  # the speech's next line, by its own speaker
+                name, first = re.fullmatch(r"Continue .* style of (.*):\n(.*)", ask).groups()
+                assert [name, first, answer] in [[n, *lines[:2]] for s in scenes for n, lines in s]
+            else:  # the speaker of the next speech, and its first line
+                quoted = ask.removesuffix("\n\nWho speaks next?")
+                follow = talk[3]["content"] if len(talk) == 4 else None
+                assert any(
+                    quoted.startswith(f"{before}:\n")
+                    and "\n".join(lines).endswith(quoted.split(":\n", 1)[1])
+                    and answer == f"{name}."
+                    and follow in (None, said[0])
+                    for scene in scenes
+                    for (before, lines), (name, said) in zip(scene, scene[1:])
+                )
+    assert not seen["train"] & seen["valid"] and not seen["train"] & seen["test"]
