@@ -236,6 +236,17 @@ def test_chat_command_answers_in_turns(tuned, monkeypatch, capsys):
     assert [r.split("model>")[-1].strip() for r in replies] == ["ROMEO.", "pong."]
 
 
+def test_pipeline_replies_as_the_chat_command_does(tuned):
+    import lmforge
+
+    chat = lmforge.pipeline("chat", model=tuned["full"])
+    assert chat("ping") == {"role": "assistant", "content": "pong."}
+    talk = [say("user", "ping"), say("assistant", "pong."), say("user", "who says hello?")]
+    assert chat(talk)["content"] == "ROMEO."
+    with pytest.raises(LmforgeError, match="unknown role"):
+        chat([say("robot", "ping")])
+
+
 def test_the_template_a_base_has_is_kept(decoder, tmp_path):
     import shutil
 

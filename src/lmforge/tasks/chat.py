@@ -63,6 +63,17 @@ def default_template(marker: str = END_OF_TEXT) -> str:
 def messages(value: object, where: str) -> list[dict[str, str]]:
     """Check one record's conversation: a list of {role, content} with a known role and text,
     at least one assistant turn. A CSV cell may hold it as JSON."""
+    out = check_conversation(value, where)
+    if not any(m["role"] == "assistant" for m in out):
+        raise LmforgeError(
+            f"{where} has no assistant turn, so nothing to learn: the loss counts assistant "
+            "tokens only"
+        )
+    return out
+
+
+def check_conversation(value: object, where: str) -> list[dict[str, str]]:
+    """A list of {role, content} messages with known roles and texts, else a clear error."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -87,11 +98,6 @@ def messages(value: object, where: str) -> list[dict[str, str]]:
         if not isinstance(content, str) or not content.strip():
             raise LmforgeError(f"{where}: message {n} ({role}) needs a non-empty text 'content'")
         out.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in out):
-        raise LmforgeError(
-            f"{where} has no assistant turn, so nothing to learn: the loss counts assistant "
-            "tokens only"
-        )
     return out
 
 
@@ -221,6 +227,26 @@ class Chat(Task):
                 )
         model.train(was_training)
         return out
+
+    @torch.no_grad()
+    def reply(self, model, conversation: list[dict], max_new_tokens: int = 64) -> str:
+        """The assistant's next turn (greedy), as `lmforge chat` would say it; the oldest
+        turns are dropped while the prompt leaves less than a quarter of the context."""
+        from lmforge.infer import Sampling, generate
+
+        turns = list(conversation)
+        room = self.config.block_size - min(max_new_tokens, self.config.block_size // 4)
+        while True:
+            text = render_chat(self.template, turns, add_generation_prompt=True)
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            if len(ids) <= room or len(turns) <= 1:
+                break
+            turns = turns[1:] if turns[0]["role"] != "system" else [turns[0], *turns[2:]]
+        ids = ids[-room:]
+        new = min(max_new_tokens, self.config.block_size - len(ids))
+        stop = [self.tokenizer.eot_id] if self.tokenizer.eot_id is not None else []
+        [out] = generate(model, [ids], new, Sampling(temperature=0), stop_ids=stop)
+        return self.tokenizer.decode([i for i in out.ids if i not in stop]).strip()
 
     def score(self, predictions: list[dict], records: list[dict]) -> dict:
         tokens = sum(p["tokens"] for p in predictions)

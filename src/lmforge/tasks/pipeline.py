@@ -8,6 +8,8 @@ Hugging Face's pipelines return.
     qa(question="Who says ...?", context="...")       # {"answer", "score", "start", "end"}
     translate = pipeline("translation", model="runs/modernize")
     translate("Thou art a villain.")                  # {"translation_text": "You are a villain."}
+    chat = pipeline("chat", model="runs/chat-demo")
+    chat([{"role": "user", "content": "Who speaks next?..."}])  # {"role": "assistant", ...}
 
 One input gives one result; a list gives a list.
 """
@@ -30,6 +32,8 @@ class Pipeline:
     def __call__(self, inputs=None, *, question=None, context=None, top_k=None, batch_size=32):
         if self.name == "qa":
             return self._qa(inputs, question, context, batch_size)
+        if self.name == "chat":
+            return self._chat(inputs)
         if inputs is None:
             raise LmforgeError(f"the {self.name} pipeline needs a text or a list of texts")
         single = isinstance(inputs, str | tuple)
@@ -72,6 +76,15 @@ class Pipeline:
         results = self.task.predict(self.model, records, batch_size)
         return results[0] if single else results
 
+    def _chat(self, inputs):
+        """A conversation (a list of messages, or one user text) -> the assistant's reply."""
+        from lmforge.tasks.chat import check_conversation
+
+        if isinstance(inputs, str):
+            inputs = [{"role": "user", "content": inputs}]
+        reply = self.task.reply(self.model, check_conversation(inputs, "the chat input"))
+        return {"role": "assistant", "content": reply}
+
 
 def _text(value) -> str:
     if not isinstance(value, str) or not value.strip():
@@ -81,6 +94,6 @@ def _text(value) -> str:
 
 def pipeline(task: str, model: str | Path, device: str = "cpu") -> Pipeline:
     """A fine-tuned model directory as a callable for `task` (classification or sentiment,
-    qa, translation, summarization); the directory must have been fine-tuned for it."""
+    qa, translation, summarization, chat); the directory must have been fine-tuned for it."""
     get_task(task)  # an unknown task name fails before anything loads
     return Pipeline(task, model, device)
