@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
 from lmforge.interpret.memorization import (
     CANARY_PREFIX,
     exposure,
@@ -59,6 +60,8 @@ def test_secrets_and_insertion():
     assert joined.count(CANARY_PREFIX + secrets[0]) == 4
     assert joined.count(CANARY_PREFIX + secrets[1]) == 1
     assert joined.replace(CANARY_PREFIX + secrets[0] + "\n", "").count("\n") >= 3  # lines kept
+    with pytest.raises(LmforgeError, match="only 100 secrets of 2 digits"):
+        make_secrets(101, digits=2)
 
 
 def test_log_perplexity_is_the_sum_of_the_secrets_token_losses(trained):
@@ -85,6 +88,8 @@ def test_an_inserted_canary_is_exposed_and_a_never_inserted_one_is_not(trained):
     assert miss["exposure"] < 5  # a random rank: 1 bit expected, > 5 bits has odds 1/32
     assert hit["exposure_extrapolated"] > hit["exposure"] - 1
     assert hit["log_perplexity"] < miss["log_perplexity"]
+    # characters: every 4-digit candidate is 8 tokens (space, digit), so the rank is fair
+    assert hit["secret_tokens"] == 8 and hit["alternative_tokens"] == [8, 8]
 
 
 def test_normal_tail():

@@ -16,6 +16,13 @@ alternatives' log-perplexities (section 4.3, a skew-normal fit); we report both 
 estimate (`exposure`) and the extrapolation from a normal fit, -log2 Phi((x_s - mu) / sigma)
 (`exposure_extrapolated`, at most log2 |R|), and say which is which.
 
+The ranking is fair only if every candidate is as many tokens as the others. A subword
+tokenizer trained on the canaried corpus breaks that: byte-level BPE learns merges such as
+" 8" for exactly the digits the inserted secrets use (a leak of its own), so those secrets
+are fewer tokens and rank high for that reason alone. Train the tokenizer on the corpus
+without the canaries (benchmarks/interpret.py does); `secret_tokens` and
+`alternative_tokens` in each result show whether the lengths agree.
+
 Verbatim extraction: take training sequences, give the model their first `prefix` tokens,
 decode greedily, and count the sequences whose next `suffix` tokens come out exactly.
 """
@@ -108,8 +115,13 @@ def exposure(
     rank_fraction = (1 + better) / (len(alternatives) + 1)
     mu, sigma = float(scores[1:].double().mean()), float(scores[1:].double().std())
     z = (float(scores[0]) - mu) / max(sigma, 1e-12)
+    # a rank compares like with like only if every candidate is as many tokens: a tokenizer
+    # trained on the canaried text merges the digits the secrets use, which shortens them
+    lengths = [len(tokenizer.encode(s, add_special_tokens=False)) for s in [secret, *alternatives]]
     out = {
         "secret": secret,
+        "secret_tokens": lengths[0],
+        "alternative_tokens": [min(lengths[1:]), max(lengths[1:])],
         "log_perplexity": float(scores[0]),
         "better_alternatives": better,
         "samples": len(alternatives),
