@@ -7,7 +7,8 @@ two-byte merges and <|endoftext|>, enough for the file format; speed does not de
 words). Greedy decoding of a 64-token prompt, N new tokens; decode tokens/s counts the tokens
 after the first over the time they took (prefill excluded), best of 2 runs. llama.cpp runs
 the f32 file (the same arithmetic as ours) and the q8_0 one; ONNX Runtime the fp32 graph with
-its key/value cache. The greedy ids of every f32 path must equal lmforge's.
+its key/value cache. The greedy ids of every f32 path must equal lmforge's (llama.cpp's f32
+file runs with an f32 KV cache; the q8_0 one with llama.cpp's default f16 cache).
 
 Without llama-cpp-python (it builds llama.cpp from source: `.venv/bin/pip install
 llama-cpp-python`), the llama.cpp rows say so and ONNX Runtime is still measured.
@@ -92,11 +93,14 @@ def ours(model, prompt, n):
     return best_rate(run)
 
 
-def llama_cpp_run(path, prompt, n, n_ctx, threads):
+def llama_cpp_run(path, prompt, n, n_ctx, threads, f32_cache):
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)  # fmt: skip
+    # llama.cpp keeps its KV cache in f16 by default; the f32 file gets an f32 cache, so its
+    # arithmetic is ours and its greedy ids must be too.
+    cache = {"type_k": 0, "type_v": 0} if f32_cache else {}
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads,
+                          n_threads_batch=threads, verbose=False, **cache)  # fmt: skip
 
     def run(times):
         llm.reset()
@@ -170,7 +174,7 @@ def measure(name, model_dir, work, n, threads, have_llama_cpp):
             continue
         path = work / f"{name}-{dtype}.gguf"
         export_gguf(model_dir, path, dtype, overwrite=True)
-        rate, ids = llama_cpp_run(path, prompt, n, c.block_size, threads)
+        rate, ids = llama_cpp_run(path, prompt, n, c.block_size, threads, dtype == "f32")
         rows[label] = (rate, ids == base_ids)
     return rows, model.num_parameters(), n
 
