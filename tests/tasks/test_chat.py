@@ -298,24 +298,25 @@ def test_demo_conversations_are_well_formed_and_answered_from_the_text(tmp_path)
         seen[split] = {r["play"] for r in raw}
         assert {r["kind"] for r in raw} == {"next-speaker", "continue", "kind-of-play", "modernize"}
         for rec, row in zip(records, raw, strict=True):
+            assert all("\n" not in m["content"] for m in rec["messages"])  # one line each
             talk = [m for m in rec["messages"] if m["role"] != "system"]
             ask, answer = talk[0]["content"], talk[1]["content"]
             doc = plays[row["play"]]
             scenes = speeches(doc)
             if row["kind"] == "modernize":
-                line = ask.removeprefix("Modernize this line:\n")
+                line = ask.removeprefix("Modernize this line: ")
                 assert answer == modernize(line) != line
             elif row["kind"] == "kind-of-play":
                 assert answer == KINDS_OF_PLAY[doc.genre]
             elif row["kind"] == "continue":  # the speech's next line, by its own speaker
-                name, first = re.fullmatch(r"Continue .* style of (.*):\n(.*)", ask).groups()
+                name, first = re.fullmatch(r"Continue .* style of ([^:]*): (.*)", ask).groups()
                 assert [name, first, answer] in [[n, *lines[:2]] for s in scenes for n, lines in s]
             else:  # the speaker of the next speech, and its first line
-                quoted = ask.removesuffix("\n\nWho speaks next?")
+                speaker, quoted = re.fullmatch(r'([^:]*): "(.*)" Who speaks next\?', ask).groups()
                 follow = talk[3]["content"] if len(talk) == 4 else None
                 assert any(
-                    quoted.startswith(f"{before}:\n")
-                    and "\n".join(lines).endswith(quoted.split(":\n", 1)[1])
+                    speaker == before
+                    and " / ".join(lines).endswith(quoted)
                     and answer == f"{name}."
                     and follow in (None, said[0])
                     for scene in scenes

@@ -20,6 +20,7 @@ for an lmforge model pretrained on the corpus, by its pretraining.
   play's own title could not be learned, as held-out plays are never seen) and "Modernize
   this line" (with the MODERN table); a third start with a system message. Every answer
   is taken from the text, and each conversation fits a 128-token context of the demo BPE.
+  Every message is one line (verse lines joined by " / "), as `lmforge chat` reads a turn.
 """
 
 from __future__ import annotations
@@ -230,20 +231,21 @@ def chat_records(plays: list[Document], per_play: int, rng: random.Random) -> li
         conversations = []
         for scene, i in rng.sample(turns, min(share, len(turns))):
             before, (name, lines) = scene[i - 1], scene[i]
-            quoted = f"{before[0]}:\n" + "\n".join(_tail(before[1], CHAT_CHARS))
-            talk = [("user", f"{quoted}\n\nWho speaks next?"), ("assistant", f"{name}.")]
+            quoted = " / ".join(_tail(before[1], CHAT_CHARS))
+            ask = f'{before[0]}: "{quoted}" Who speaks next?'
+            talk = [("user", ask), ("assistant", f"{name}.")]
             if rng.random() < 0.5 and _fits(lines[0]):
                 talk += [("user", "What do they say first?"), ("assistant", lines[0])]
             conversations.append(("next-speaker", talk))
         for name, lines in rng.sample(whole, min(share, len(whole))):
-            ask = f"Continue this speech in the style of {name}:\n{lines[0]}"
+            ask = f"Continue this speech in the style of {name}: {lines[0]}"
             conversations.append(("continue", [("user", ask), ("assistant", lines[1])]))
         for line in rng.sample(spoken, min(share, len(spoken))):
-            ask = f"What kind of play is this line from?\n{line}"
+            ask = f"What kind of play is this line from? {line}"
             answer = KINDS_OF_PLAY[doc.genre]
             conversations.append(("kind-of-play", [("user", ask), ("assistant", answer)]))
         for line in rng.sample(archaic, min(share, len(archaic))):
-            ask = f"Modernize this line:\n{line}"
+            ask = f"Modernize this line: {line}"
             conversations.append(("modernize", [("user", ask), ("assistant", modernize(line))]))
         for kind, talk in conversations[:per_play]:
             system = [("system", SYSTEM)] if rng.random() < 1 / 3 else []
