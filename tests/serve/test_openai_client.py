@@ -249,3 +249,45 @@ def test_eight_concurrent_clients_get_their_own_greedy_text(server):
         t.join(60)
     assert got == alone
     assert server.backend.metrics.step_batch.collect()[0].samples  # decode steps were observed
+
+
+def scrape(server) -> dict:
+    """/metrics read by prometheus_client's own parser: {(name, labels): value}."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_requests_tokens_and_latencies(server):
+    """Deltas of /metrics over a few requests equal what the responses say."""
+    c = server.client()
+    before = scrape(server)
+    whole = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=12, temperature=0)
+    usage_too = {"include_usage": True}
+    chunks = list(c.completions.create(model="tiny", prompt=PROMPT, max_tokens=9, stream=True,
+                                       stream_options=usage_too, temperature=0))  # fmt: skip
+    with pytest.raises(openai.NotFoundError):
+        c.completions.create(model="nope", prompt="hi")
+    after = scrape(server)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    usages = [whole.usage, chunks[-1].usage]
+    generated = sum(u.completion_tokens for u in usages)
+    assert delta("lmforge_requests_total", endpoint="/v1/completions", status="200") == 2
+    assert delta("lmforge_requests_total", endpoint="/v1/completions", status="404") == 1
+    assert delta("lmforge_generated_tokens_total") == generated
+    assert delta("lmforge_prompt_tokens_total") == sum(u.prompt_tokens for u in usages)
+    assert delta("lmforge_time_to_first_token_seconds_count") == 2  # one per sequence
+    assert delta("lmforge_inter_token_latency_seconds_count") == generated - 2
+    assert delta("lmforge_request_duration_seconds_count") == 2
+    assert after[("lmforge_requests_in_flight", ())] == 0
+    assert after[("lmforge_batch_size", ())] == 0 and after[("lmforge_queue_depth", ())] == 0

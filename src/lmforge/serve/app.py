@@ -58,7 +58,9 @@ def error_response(e: ApiError) -> JSONResponse:
 
 class Guard:
     """ASGI middleware before any route: 503 while draining, 401 without the API key,
-    413 for a body over the limit (by Content-Length, or counted as it arrives)."""
+    413 for a body over the limit (by Content-Length, or counted as it arrives); and the
+    count of /v1 requests by status. Plain ASGI, not Starlette's BaseHTTPMiddleware, which
+    would pass every streamed chunk through a task and a memory stream of its own."""
 
     def __init__(self, app, state):
         self.app = app
@@ -67,6 +69,23 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if not scope["path"].startswith("/v1/"):
+            return await self._guarded(scope, receive, send)
+        status = None
+
+        async def counted(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, counted)
+        finally:
+            if status is not None:
+                self.state.backend.metrics.requests.labels(scope["path"], str(status)).inc()
+
+    async def _guarded(self, scope, receive, send):
         s = self.state
         path = scope["path"]
         api = path.startswith("/v1/")
@@ -158,13 +177,6 @@ def create_app(backend: Backend, api_key: str | None = None) -> FastAPI:
     app.state.lmforge = state
     app.add_middleware(Guard, state=state)
     metrics = backend.metrics
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        return response
 
     @app.exception_handler(ApiError)
     async def api_error(request, e: ApiError):
