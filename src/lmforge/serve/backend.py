@@ -112,6 +112,7 @@ class Backend:
         self._embed_lock = threading.Lock()
         self._in_flight = 0
         self._count_lock = threading.Lock()
+        self._outboxes: dict[asyncio.AbstractEventLoop, _Outbox] = {}
         if model.config.arch == "encoder":
             self.kind = "embeddings"
             self.model = model.eval()
@@ -243,8 +244,10 @@ class Backend:
         last = [0.0]
         metrics = self.metrics
 
+        outbox = self._outbox(loop)
+
         def put(event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+            outbox.put(queue, event)
 
         def on_token(seq: Sequence, choice: TokenChoice) -> bool:
             now = time.perf_counter()
@@ -287,6 +290,12 @@ class Backend:
         except LmforgeError as e:
             raise ApiError(400, str(e), "prompt") from None
 
+    def _outbox(self, loop: asyncio.AbstractEventLoop) -> _Outbox:
+        with self._count_lock:
+            if loop not in self._outboxes:
+                self._outboxes[loop] = _Outbox(loop)
+            return self._outboxes[loop]
+
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token])
 
@@ -301,6 +310,35 @@ class Backend:
             vectors = sentence_embeddings(self.model, self.tokenizer, texts, self.max_length)
         self.metrics.prompt_tokens.inc(tokens)
         return vectors.float().cpu(), tokens
+
+
+class _Outbox:
+    """Events from the scheduler's thread to the requests' queues on one event loop. The
+    first event put wakes the loop (call_soon_threadsafe: a write to its self-pipe); the
+    others of the same step join it, and the loop delivers them all at once. One wake-up
+    per step instead of one per token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.items: list[tuple[asyncio.Queue, object]] = []
+        self.lock = threading.Lock()
+
+    def put(self, queue: asyncio.Queue, event) -> None:
+        with self.lock:
+            self.items.append((queue, event))
+            wake = len(self.items) == 1
+        if wake:
+            try:
+                self.loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the loop is closed (the server stopped): nobody listens
+                with self.lock:
+                    self.items.clear()
+
+    def _deliver(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+        for queue, event in items:
+            queue.put_nowait(event)
 
 
 class _Admission:
