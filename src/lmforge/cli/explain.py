@@ -494,9 +494,10 @@ def _attribute(args, model, tokenizer):
         "tokens": tokens,
         "scores": _round(result.scores, 6),
         "logit_at_input": _round(result.target),
-        "logit_at_baseline": _round(result.baseline),
-        "completeness_error": _round(result.completeness_error, 8),
     }
+    if args.method == "integrated-gradients":  # gradient x input has neither
+        numbers["logit_at_baseline"] = _round(result.baseline)
+        numbers["completeness_error"] = _round(result.completeness_error, 8)
     best = sorted(zip(result.scores.tolist(), tokens, strict=True), reverse=True)[:5]
     summary = [
         f"{args.method} for {what}: logit {result.target:.4f}"
