@@ -21,7 +21,10 @@ weights (12 layers, width 768, 12 heads, context 1024, a 50257-token byte-level 
 trained here in seconds). Random weights make text without meaning, not slower or faster
 text. Both servers are subprocesses on 127.0.0.1; the load is httpx's async client, every
 request with a timeout and each scenario with a time limit. Counts are kept small: the
-machine this was written on has 2 cores, shared by the servers and the load.
+machine this was written on has 2 cores, shared by the servers and the load. Each server
+gets `--threads` torch threads (1 by default, the same for both): on 2 cores that the load
+generator and other jobs share, a 2-thread OpenMP team waits for a core at every parallel
+region, which made single decode steps take up to hundreds of milliseconds here.
 
     .venv/bin/python benchmarks/serve.py                      # ~4-6 minutes on 2 cores
     .venv/bin/python benchmarks/serve.py --models demo --requests 16
@@ -139,15 +142,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+THREADS: dict[str, str] = {}  # OMP/MKL thread counts for both servers (--threads)
+
+
 class Server:
     """A server in a subprocess on 127.0.0.1, stopped with SIGINT (then killed)."""
 
     def __init__(self, cmd: list[str], port: int, model: str, label: str, env=None):
         self.label, self.model, self.url = label, model, f"http://127.0.0.1:{port}"
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop)
-        self.proc = subprocess.Popen(
-            cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
+        env = {**os.environ, **THREADS, **(env or {})}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -229,19 +234,28 @@ async def one_request(client, server: Server, prompt: str, max_tokens: int, usag
             if resp.status_code != 200:
                 r.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
                 return r
-            counted = None
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            counted, buffer, done = None, b"", False
+            # raw bytes, cut at the blank line that ends each event: cheaper for the
+            # load generator than a decoded line iterator (it shares the CPU)
+            async for data in resp.aiter_raw():
+                now = time.perf_counter()
+                buffer += data.replace(b"\r\n", b"\n")
+                *events, buffer = buffer.split(b"\n\n")
+                for event in events:
+                    if not event.startswith(b"data:"):
+                        continue
+                    payload = event[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    chunk = json.loads(payload)
+                    if chunk.get("usage"):
+                        counted = chunk["usage"]["completion_tokens"]
+                    if any(c.get("text") for c in chunk.get("choices", [])):
+                        r.stamps.append(now)
+                if done:
                     break
-                chunk = json.loads(data)
-                if chunk.get("usage"):
-                    counted = chunk["usage"]["completion_tokens"]
-                if any(c.get("text") for c in chunk.get("choices", [])):
-                    r.stamps.append(time.perf_counter())
-            # without usage (the reference), a text chunk is one token (its streamer's)
+            # without usage (the wrapper), count a text chunk as one token
             r.tokens = counted if counted is not None else len(r.stamps)
     except (httpx.HTTPError, json.JSONDecodeError) as e:
         r.error = f"{type(e).__name__}: {e}"
@@ -303,9 +317,13 @@ def summarize(results: list[Result], wall: float, complete: bool, total: int) ->
 
 
 def measure(server: Server, w: Workload, clients: int, usage: bool, time_limit: float) -> dict:
+    cpu = time.process_time()
     results, wall, complete = asyncio.run(run_load(server, w.requests, clients, usage, time_limit))
     row = summarize(results, wall, complete, len(w.requests))
-    row.update(server=server.label, clients=clients, load_avg=load_average())
+    # the load generator's own CPU share: near 1 core, it (not the server) may be the limit
+    client_cpu = (time.process_time() - cpu) / wall if wall > 0 else 0.0
+    row.update(server=server.label, clients=clients, load_avg=load_average(),
+               client_cpu=round(client_cpu, 2))  # fmt: skip
     return row
 
 
@@ -366,7 +384,7 @@ def wrapper_main(directory: str, port: int) -> None:
 
 HEAD = (
     f"{'model':<10} {'server':<19} {'C':>3} {'req':>5} {'tokens':>6} {'s':>7} {'tok/s':>8} "
-    f"{'x C=1':>6} {'TTFT p50':>9} {'p99':>8} {'ITL p50':>8} {'p99':>8} {'load':>5}"
+    f"{'x C=1':>6} {'TTFT p50':>9} {'p99':>8} {'ITL p50':>8} {'p99':>8} {'load':>5} {'cli':>4}"
 )
 
 
@@ -377,7 +395,7 @@ def print_row(model: str, row: dict, base: float | None) -> None:
         f"{row['requests']:>2}/{row['asked']:<2} {row['tokens']:>6} {row['seconds']:>7.2f} "
         f"{row['tokens_per_s']:>8.1f} {ratio:>6} {row['ttft_p50_ms']:>7.0f}ms "
         f"{row['ttft_p99_ms']:>6.0f}ms {row['itl_p50_ms']:>6.1f}ms {row['itl_p99_ms']:>6.1f}ms "
-        f"{row['load_avg']:>5.1f}",
+        f"{row['load_avg']:>5.1f} {row['client_cpu']:>4.2f}",
         flush=True,
     )
     if row["first_error"]:
@@ -389,13 +407,14 @@ def main() -> None:
     p.add_argument("--models", default="demo,gpt2", help="demo, gpt2 (comma separated)")
     p.add_argument("--demo", default=str(ROOT / "runs" / "demo"), help="the demo run")
     p.add_argument("--clients", default="1,4,8,16")
-    p.add_argument("--requests", type=int, default=None, help="default: demo 32, gpt2 16")
+    p.add_argument("--requests", type=int, default=None, help="default: demo 96, gpt2 16")
     p.add_argument("--tokens", type=int, default=None, help="max_tokens up to (demo 64, gpt2 32)")
     p.add_argument("--reference", default="auto", choices=["auto", "transformers", "wrapper",
                                                             "none"])  # fmt: skip
     p.add_argument("--reference-clients", default="1,8")
     p.add_argument("--precision", default="fp32", help="lmforge's (fp32: as the reference)")
     p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of both servers")
     p.add_argument("--time-limit", type=float, default=300, help="seconds per scenario")
     p.add_argument("--cache", default=None, help="keep the made models here (default: temp)")
     p.add_argument("--wrapper", default=None, help=argparse.SUPPRESS)
@@ -404,6 +423,7 @@ def main() -> None:
     if args.wrapper:
         return wrapper_main(args.wrapper, args.port)
 
+    THREADS.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     clients = [int(c) for c in args.clients.split(",")]
     ref_clients = [int(c) for c in args.reference_clients.split(",")]
     reference = args.reference
@@ -412,7 +432,8 @@ def main() -> None:
     tmp = Path(args.cache or tempfile.mkdtemp(prefix="lmforge-bench-serve-"))
     tmp.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_name()}; load average at start {load_average():.2f}", flush=True)
-    print(f"reference: {reference}; lmforge precision {args.precision}", flush=True)
+    print(f"reference: {reference}; lmforge precision {args.precision}; {args.threads} torch "
+          "thread(s) in each server", flush=True)  # fmt: skip
 
     workloads = []
     for name in args.models.split(","):
@@ -421,7 +442,7 @@ def main() -> None:
             if not (demo / "model.safetensors").is_file():
                 print(f"(no {demo}/model.safetensors: `make demo` first; demo skipped)")
                 continue
-            w = workload("demo", demo, args.requests or 32, args.tokens or 64)
+            w = workload("demo", demo, args.requests or 96, args.tokens or 64)
         elif name == "gpt2":
             w = workload("gpt2-124m", gpt2_shaped(tmp / "gpt2-124m"), args.requests or 16,
                          args.tokens or 32)  # fmt: skip
@@ -432,7 +453,7 @@ def main() -> None:
         workloads.append(w)
 
     report = {"benchmark": "serve", "cpu": cpu_name(), "reference": reference,
-              "precision": args.precision, "models": {}}  # fmt: skip
+              "precision": args.precision, "threads": args.threads, "models": {}}  # fmt: skip
     print()
     print(HEAD)
     for w in workloads:
@@ -452,9 +473,10 @@ def main() -> None:
         if reference != "none":
             ref = transformers_server(w) if reference == "transformers" else wrapper_server(w)
             try:
-                warm_up(ref, w, False)
+                usage = reference == "transformers"  # it reports usage when streaming
+                warm_up(ref, w, usage)
                 for c in ref_clients:
-                    row = measure(ref, w, c, False, args.time_limit)
+                    row = measure(ref, w, c, usage, args.time_limit)
                     print_row(w.name, row, None)
                     ref_rows.append(row)
             finally:
