@@ -90,6 +90,12 @@ class ModelConfig(Section):
     head_bias: bool = Field(False, description="bias on the LM head (BART's final_logits_bias)")
     num_labels: int = Field(2, ge=1, description="classes of the classification heads")
     pooler: bool = Field(False, description="BERT's pooler: tanh(dense(first token))")
+    pooling: Literal["auto", "pooler", "first", "last", "mean"] = Field(
+        "auto",
+        description="the vector a sequence-classification head reads: auto (the pooler if "
+        "there is one, else a decoder's last real token, an encoder's first), pooler, first "
+        "([CLS]), last (real token) or mean (of the real tokens, as sentence-transformers)",
+    )
     attention: Literal["sdpa", "explicit"] = Field(
         "sdpa",
         description="fused scaled_dot_product_attention, or the explicit softmax(QK^T/sqrt(d))V",
@@ -117,6 +123,15 @@ class ModelConfig(Section):
                 f"n_head={n_head} is not divisible by n_kv_head={n_kv_head}; pick one of {fits}"
             )
         return n_kv_head
+
+    @property
+    def sequence_pooling(self) -> str:
+        """The vector a sequence-classification head reads, with auto resolved: the pooler's
+        if there is one, else a decoder's last real token (it has seen the whole sequence),
+        else the first token ([CLS])."""
+        if self.pooling != "auto":
+            return self.pooling
+        return "pooler" if self.pooler else "last" if self.arch == "decoder" else "first"
 
     @property
     def kv_heads(self) -> int:
@@ -147,6 +162,7 @@ class ModelConfig(Section):
                 "head_dim": self.head_width,
                 "mlp_hidden": self.mlp_width,
                 "n_decoder_layer": self.decoder_layers if self.arch == "encoder-decoder" else None,
+                "pooling": self.sequence_pooling,
             }
         )
 
@@ -223,6 +239,18 @@ class TrainConfig(Section):
     warmup_steps: int = Field(100, ge=0, description="linear warmup steps before the decay")
     weight_decay: float = Field(
         0.1, ge=0, description="weight decay of matrices (decoupled for AdamW, L2 otherwise)"
+    )
+    min_steps: int = Field(
+        0,
+        ge=0,
+        description="fine-tuning: at least this many optimisation steps when max_steps "
+        "follows the epochs (a tiny training set makes few steps per epoch)",
+    )
+    head_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="the task head's learning rate as a multiple of learning_rate (a new, "
+        "randomly initialised head on a pretrained body learns faster than the body)",
     )
     beta1: float = Field(0.9, ge=0, lt=1, description="Adam/AdamW beta1")
     beta2: float = Field(0.99, ge=0, lt=1, description="Adam/AdamW beta2")

@@ -58,6 +58,13 @@ def register(sub) -> None:
         "linear probe, the new task head alone on frozen features (learning rate 1e-2)",
     )
     p.add_argument(
+        "--pooling",
+        choices=["auto", "pooler", "first", "last", "mean"],
+        help="classification: the vector the new head reads (default: the base's own, "
+        "e.g. mean for a sentence-transformers model, else auto: the pooler, a decoder's "
+        "last token or an encoder's first)",
+    )
+    p.add_argument(
         "--folds",
         type=int,
         help="k-fold cross-validation (classification, qa): K fine-tunings, each tested on "
@@ -83,6 +90,7 @@ def task_options(args) -> dict:
 
 def run(args, extra) -> int:
     from lmforge.config import parse_overrides
+    from lmforge.tasks import get_task
     from lmforge.tasks.finetune import finetune
     from lmforge.tasks.records import parse_fields
     from lmforge.train import distributed
@@ -103,6 +111,7 @@ def run(args, extra) -> int:
             options=task_options(args),
             epochs=args.epochs,
             method=args.method,
+            pooling=args.pooling,
             overrides=parse_overrides(extra),
             overwrite=args.overwrite,
             resume=args.resume,
@@ -130,6 +139,14 @@ def run(args, extra) -> int:
             f"LoRA: {summary['trainable_parameters']:,} of {summary['parameters']:,} parameters "
             f"trained; adapters alone in {args.output}/adapter (PEFT layout)"
         )
+    if summary["probe"] is not None:
+        metric = get_task(args.task).metric
+        ours, probe = summary["valid"][metric], summary["probe"][metric]
+        verdict = "beats" if ours > probe else "does NOT beat"
+        print(
+            f"the fine-tune {verdict} the linear probe on the validation records: {metric} "
+            f"{ours:.4f} against {probe:.4f} (logistic regression on the frozen base)"
+        )
     print(f"best at step {summary['best_step']} of {summary['steps']} -> {args.output}")
     return 0
 
@@ -142,6 +159,7 @@ def recipe(args, extra) -> dict:
         "options": task_options(args),
         "epochs": args.epochs,
         "method": args.method,
+        "pooling": args.pooling,
         "overrides": parse_overrides(extra),
         "progress": not args.no_progress,
     }

@@ -95,20 +95,25 @@ class MLMHead(nn.Module):
 
 
 class SequenceClassificationHead(nn.Module):
-    """Logits from one vector per sequence: the pooler's if there is one, else the last real
-    token's for a decoder (it has seen the whole sequence) or the first token's."""
+    """Logits from one vector per sequence, the one `config.sequence_pooling` names. A base trained
+    to make sentence vectors by mean pooling (sentence-transformers) wants mean here: its
+    [CLS] state and pooler were never trained to summarise the sentence."""
 
     def __init__(self, c: ModelConfig, embedding: nn.Embedding):
         super().__init__()
-        self.causal = c.arch == "decoder"
+        self.pooling = c.sequence_pooling
+        if self.pooling == "pooler" and not c.pooler:
+            raise ValueError("pooling 'pooler' needs a model with a pooler (pooler: true)")
         self.dropout = nn.Dropout(c.dropout)
         self.out = nn.Linear(c.n_embd, c.num_labels)
 
     def forward(self, body: BodyOutput) -> torch.Tensor:
-        if body.pooled is not None:
+        if self.pooling == "pooler":
             vector = body.pooled
-        elif self.causal:
+        elif self.pooling == "last":
             vector = last_token(body.hidden, body.mask)
+        elif self.pooling == "mean":
+            vector = mean_pool(body.hidden, body.mask)
         else:
             vector = body.hidden[:, 0]
         return self.out(self.dropout(vector))

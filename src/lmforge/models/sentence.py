@@ -28,6 +28,26 @@ def max_length_of(directory: str | Path, model: Transformer) -> int:
         return model.config.block_size
 
 
+# sentence-transformers' 1_Pooling/config.json flags -> our pooling names
+_ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "first"}
+
+
+def sentence_pooling(directory: str | Path) -> str | None:
+    """The pooling a sentence-transformers model was trained with ("mean" or "first"), read
+    from its modules.json and Pooling config; None where the directory says nothing (or
+    names a pooling we do not have, such as max)."""
+    directory = Path(directory)
+    try:
+        modules = json.loads((directory / "modules.json").read_text("utf-8"))
+        path = next(m["path"] for m in modules if m.get("type", "").endswith(".Pooling"))
+        flags = json.loads((directory / path / "config.json").read_text("utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError):
+        return None
+    chosen = [ours for flag, ours in _ST_POOLING.items() if flags.get(flag) is True]
+    others = [k for k, v in flags.items() if k.startswith("pooling_mode") and v is True]
+    return chosen[0] if len(chosen) == 1 and len(others) == 1 else None
+
+
 @torch.no_grad()
 def sentence_embeddings(
     model: Transformer,

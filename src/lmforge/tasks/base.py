@@ -118,13 +118,18 @@ class Task(ABC):
         return torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
 
 
-def with_head(base: Transformer, head: str, num_labels: int = 2) -> Transformer:
+def with_head(
+    base: Transformer, head: str, num_labels: int = 2, pooling: str | None = None
+) -> Transformer:
     """A copy of `base` with `head` on top: the body's weights carried over, a new head
-    initialised as the model initialises. The LM head stays as it is (generative tasks)."""
+    initialised as the model initialises (reading the sequence vector `pooling` names, for
+    a sequence-classification head). The LM head stays as it is (generative tasks)."""
     c = base.config
-    if head == c.head and (head not in HEAD_WITH_LABELS or num_labels == c.num_labels):
+    pooling = pooling or c.pooling
+    same_labels = head not in HEAD_WITH_LABELS or num_labels == c.num_labels
+    if head == c.head and same_labels and pooling == c.pooling:
         return base
-    config = c.model_copy(update={"head": head, "num_labels": num_labels})
+    config = c.model_copy(update={"head": head, "num_labels": num_labels, "pooling": pooling})
     model = Transformer(config)
     body = {k: v for k, v in base.state_dict().items() if not k.startswith("head.")}
     missing, unexpected = model.load_state_dict(body, strict=False)

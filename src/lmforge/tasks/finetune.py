@@ -36,7 +36,9 @@ from lmforge.models.lora import (
     save_peft_adapter,
     trainable_parameters,
 )
+from lmforge.models.sentence import sentence_pooling
 from lmforge.tasks import get_task, with_head
+from lmforge.tasks.probe import linear_probe
 from lmforge.train import distributed
 from lmforge.train.checkpoint import BEST_FILE, PREVIOUS_DIR, STATE_FILE, has_checkpoint
 from lmforge.train.job import FinetuneResult, RunDir, launch
@@ -53,7 +55,13 @@ FINETUNE_DEFAULTS = {
     "beta2": 0.999,
     "batch_size": 16,
     "early_stopping_patience": 2,
+    # a tiny set makes few steps per epoch: 140 records are 27 steps in 3 epochs, too few for
+    # the warmup and decay to move a new head (docs/LOG.md, entry 19)
+    "min_steps": 100,
 }
+# A new task head starts from random weights on a pretrained body: it learns at this multiple
+# of the body's rate (the pretrained LM head of generative tasks keeps the body's rate).
+NEW_HEAD_LR_SCALE = 10.0
 
 
 LORA_DEFAULTS = {"targets": "q,v", "rank": 8, "alpha": 16.0, "dropout": 0.0}
@@ -101,14 +109,43 @@ def lora_settings(overrides: dict, method: str) -> dict | None:
     return settings
 
 
+POOLINGS = ("auto", "pooler", "first", "last", "mean")
+
+
+def pooling_for(base, model, head: str, asked: str | None) -> str | None:
+    """The sequence vector a new classification head reads: `asked`, else the pooling the
+    base was trained with where its directory says (sentence-transformers' Pooling config:
+    all-MiniLM-L6-v2 averages its tokens; its [CLS] state and pooler were never trained to
+    summarise a sentence), else the architecture's own (auto)."""
+    if head != "sequence-classification":
+        return None
+    if asked == "pooler" and not model.config.pooler:
+        raise LmforgeError(
+            f"{base} has no pooler to read; choose --pooling first, last, mean or auto"
+        )
+    return asked or sentence_pooling(base) or None
+
+
+def recipe_defaults(head: str, method: str) -> dict:
+    """The train.* settings that follow from the method and the head (the user's override
+    them): a probe is a linear model on fixed features, trained at logistic regression's
+    rate; a new head under a full or LoRA fine-tune learns faster than the body."""
+    if method == "probe":
+        return {"train.learning_rate": PROBE_LEARNING_RATE}
+    return {"train.head_lr_scale": NEW_HEAD_LR_SCALE} if head != "lm" else {}
+
+
 def fit_to_data(t: TrainConfig, given: dict, steps_per_epoch: int, epochs: float) -> TrainConfig:
-    """Unless `given` sets them: max_steps covers `epochs`, warmup is 10% of it, evaluation
-    comes once per epoch and a log line four times."""
-    derived = {"max_steps": max(1, math.ceil(epochs * steps_per_epoch))}
+    """Unless `given` sets them: max_steps covers `epochs` (and at least `t.min_steps`),
+    warmup is 10% of it, evaluation comes once per epoch (or `epochs` times in all, where the
+    minimum stretches the run: early stopping then judges spans of the schedule, not a few
+    steps of a tiny set) and a log line four times."""
+    derived = {"max_steps": max(1, t.min_steps, math.ceil(epochs * steps_per_epoch))}
     max_steps = int(given.get("train.max_steps", derived["max_steps"]))
+    evaluations = max(1, math.ceil(epochs))
     derived.update(
         warmup_steps=math.ceil(0.1 * max_steps),
-        eval_interval=min(steps_per_epoch, max_steps),
+        eval_interval=min(max(steps_per_epoch, math.ceil(max_steps / evaluations)), max_steps),
         log_interval=max(1, min(10, steps_per_epoch // 4)),
     )
     return t.model_copy(update={k: v for k, v in derived.items() if f"train.{k}" not in given})
@@ -125,6 +162,7 @@ def finetune(
     options: dict | None = None,
     epochs: float = 3.0,
     method: str = "full",
+    pooling: str | None = None,
     overrides: dict | None = None,
     overwrite: bool = False,
     resume: bool = False,
@@ -148,9 +186,11 @@ def finetune(
             f"--method probe trains a new task head on frozen features; {cls.name} has none "
             "(it generates with the LM head): use --method full or lora"
         )
-    if method == "probe" and "train.learning_rate" not in overrides:
-        # a linear model on fixed features: logistic regression's rate, not fine-tuning's
-        overrides = {**overrides, "train.learning_rate": PROBE_LEARNING_RATE}
+    if pooling is not None and pooling not in POOLINGS:
+        raise LmforgeError(f"unknown pooling '{pooling}'; choose {', '.join(POOLINGS)}")
+    if pooling is not None and cls.head != "sequence-classification":
+        raise LmforgeError(f"--pooling is for classification; {cls.name} has no sequence vector")
+    overrides = {**recipe_defaults(cls.head, method), **overrides}
     t = train_config(overrides)
     lora = lora_settings(overrides, method)
     job = launch(t, log, progress)
@@ -183,7 +223,8 @@ def finetune(
     )
     settings = cls.adopt_base(base, settings)  # chat: the base's template, else a default
     num_labels = cls(tokenizer, model.config, settings).num_labels  # from the settings
-    model = with_head(model, cls.head, num_labels).to(device)
+    pooling = pooling_for(base, model, cls.head, pooling)
+    model = with_head(model, cls.head, num_labels, pooling).to(device)
     if lora is not None:  # a new task head trains with the adapters; a tied LM head stays
         apply_lora(model, lora["targets"], lora["rank"], lora["alpha"], lora["dropout"], True)
     if method == "probe":  # a linear probe: the base's features fixed, the new head alone
@@ -194,6 +235,13 @@ def finetune(
     task = cls(tokenizer, model.config, settings)
     task.check_records(valid_records)
     examples = task.examples(train_records)
+    probe = None
+    if cls.head == "sequence-classification" and method != "probe":  # the baseline to beat
+        probe = linear_probe(task, model, train_records, valid_records)
+        log(
+            f"linear probe (logistic regression on the frozen base's vectors): valid "
+            f"{cls.metric} {probe[cls.metric]:.4f}"
+        )
     # each data-parallel rank keeps its rows of the global batch one process would draw
     sampler = plan.shard(
         ExampleSampler(examples, t.batch_size * plan.dp, t.seed, task.collate, t.grad_accum_steps)
@@ -268,7 +316,8 @@ def finetune(
         shutil.rmtree(run.path / PREVIOUS_DIR, ignore_errors=True)
         kept = model
         if distributed.is_sharded(model):  # FSDP and TP hold pieces: a whole model to load into
-            kept = with_head(load_model_and_tokenizer(base, device)[0], cls.head, num_labels)
+            kept = load_model_and_tokenizer(base, device)[0]
+            kept = with_head(kept, cls.head, num_labels, pooling)
             kept = kept.to(device)
         load_weights(kept, run.path)
         trainable = trainable_parameters(kept)
@@ -288,6 +337,7 @@ def finetune(
             parameters=kept.num_parameters(),
             method=method,
             trainable_parameters=trainable,
+            probe=probe,
             device=str(device),
             precision=precision,
             minutes=(time.perf_counter() - started) / 60,

@@ -149,3 +149,4 @@ class FinetuneResult(Results):
     minutes: float
     method: str = "full"
     trainable_parameters: int = 0
+    probe: dict | None = None  # a classification fine-tune's linear-probe baseline (valid)

@@ -20,9 +20,11 @@ from torch import nn
 from lmforge.config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, head_lr_scale: float = 1.0) -> list[dict]:
     """Decay the weight matrices of Linear layers; leave norms, biases and embeddings alone
-    (decaying them pulls gains toward 0 and rare-token embeddings toward nothing)."""
+    (decaying them pulls gains toward 0 and rare-token embeddings toward nothing). With a
+    `head_lr_scale` other than 1, the task head's parameters form groups of their own whose
+    learning rate is that multiple of the schedule's (`lr_scale`, which train_step reads)."""
     decay, seen = [], set()
     for module in model.modules():
         if isinstance(module, nn.Linear) and id(module.weight) not in seen:
@@ -34,9 +36,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             seen.add(id(module.weight))
     decay_ids = {id(p) for p in decay}
     no_decay = [p for p in model.parameters() if id(p) not in decay_ids]
-    return [
+    groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if head_lr_scale == 1.0:
+        return groups
+    # "head" as a name component: the Transformer's head, under any DDP/FSDP wrapper prefix
+    head = {id(p) for n, p in model.named_parameters() if "head" in n.split(".")}
+    return [
+        {**g, "params": [p for p in g["params"] if (id(p) in head) == in_head], "lr_scale": s}
+        for in_head, s in ((False, 1.0), (True, head_lr_scale))
+        for g in groups
     ]
 
 
@@ -56,7 +67,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
         options["betas"] = (cfg.beta1, cfg.beta2)
     elif cfg.optimizer in {"sgd", "rmsprop"}:
         options["momentum"] = cfg.momentum
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.head_lr_scale)
     if _mixes_meshes(model):  # tensor parallel: one fused or foreach kernel cannot take all
         return kind(groups, foreach=False, **options)
     try:  # one fused kernel for all parameters, where torch has it for this device

@@ -309,7 +309,7 @@ def train_step(
     what DDP/FSDP wrapped and the optimizer holds."""
     forward = model if forward is None else forward
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     batches = list(micro_batches)
     loss_sum = 0.0
     for i, batch in enumerate(batches):
