@@ -277,6 +277,7 @@ def attribution_png(
     """Token-level scores as colored cells in reading order (red: for, blue: against),
     `per_row` tokens a row."""
     s = _array(scores).astype(float)
+    per_row = max(1, min(per_row, len(s)))  # a short text is one row of its own length
     rows = max(1, math.ceil(len(s) / per_row))
     grid = np.full((rows, per_row), np.nan)
     grid.flat[: len(s)] = s
@@ -285,7 +286,16 @@ def attribution_png(
     ax = fig.add_subplot()
     image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
     for k, tok in enumerate(tokens):
-        ax.text(k % per_row, k // per_row, tok[:9], ha="center", va="center", fontsize=7)
+        dark = abs(s[k]) > 0.6 * bound
+        ax.text(
+            k % per_row,
+            k // per_row,
+            tok[:9],
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if dark else "black",
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
