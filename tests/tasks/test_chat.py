@@ -267,6 +267,36 @@ def test_a_tokenizer_without_an_end_token_needs_a_template(tmp_path):
         Chat.adopt_base(base, {"task": "chat"})
 
 
+@pytest.mark.parametrize("preset", ["gpt2", "llama"])
+def test_packed_conversations_score_as_they_would_alone(tmp_path, preset):
+    """Packing: several conversations in one row, each seeing only itself from position 0,
+    give the loss of the same conversations one per padded row."""
+    base = make_base(
+        tmp_path, preset, "bpe", preset, **({"n_kv_head": 1} if preset == "llama" else {})
+    )
+    task, model = load_task_model("chat", base)
+    talks = [CONVERSATIONS[0], [say("user", "hi"), say("assistant", "ROMEO")]] * 3
+    examples = task.examples([{"messages": t} for t in talks])
+    packed, padded = task.collate(examples), task.padded(examples)
+    assert len(packed["input_ids"]) < len(examples)  # rows hold several conversations
+    assert (packed["labels"] != IGNORE).sum() == (padded["labels"] != IGNORE).sum()
+
+    def answer_logits(batch):  # the logits that predict assistant tokens, in order
+        logits = model(
+            batch["input_ids"], batch["attention_mask"], positions=batch.get("positions")
+        )
+        return logits[batch["labels"] != IGNORE]
+
+    alone = answer_logits(padded)
+    torch.testing.assert_close(answer_logits(packed), alone, atol=1e-5, rtol=1e-5)
+    assert task.loss(model, packed).item() == pytest.approx(
+        task.loss(model, padded).item(), rel=1e-5
+    )
+    # without the block mask and restarted positions, the packed rows would be read otherwise
+    crossed = {**packed, "attention_mask": torch.ones_like(packed["input_ids"]), "positions": None}
+    assert not torch.allclose(answer_logits(crossed), alone, atol=1e-4)
+
+
 def test_padding_does_not_change_the_loss(decoder):
     """Padding: a conversation scores the same alone and beside a longer one."""
     task, model = load_task_model("chat", decoder)

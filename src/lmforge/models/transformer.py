@@ -69,7 +69,9 @@ class Stack(nn.Module):
         positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list, list]:
         """Token embeddings (batch, t, n_embd) -> (hidden states, self- and cross-attention
-        weights per layer, empty unless asked for). Masks are (batch, keys), 1 = token.
+        weights per layer, empty unless asked for). Masks are (batch, keys), 1 = token; a
+        self-attention mask may also be (batch, queries, keys), the keys each query may see
+        (several sequences packed in one row see only their own tokens).
         `positions` (batch, t) numbers each token, for left-padded batches; by default they
         continue from the cache: cache.length, cache.length + 1, ..."""
         c = self.config
@@ -97,7 +99,10 @@ class Stack(nn.Module):
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.drop(x)
-        self_mask = None if mask is None else mask[:, None, None, :].bool()
+        if mask is not None and mask.dim() == 3:  # (batch, queries, keys): packed sequences
+            self_mask = mask[:, None].bool()
+        else:
+            self_mask = None if mask is None else mask[:, None, None, :].bool()
         cross_mask = None if context_mask is None else context_mask[:, None, None, :].bool()
         self_weights, cross_weights = [], []
         # Only a training pass gains from recomputing: without gradients nothing is kept, and

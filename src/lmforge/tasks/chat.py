@@ -19,10 +19,12 @@ rendered with the generation prompt is a prefix of it rendered through the turn;
 between (trailing whitespace trimmed) is what the model must say. A token counts if it
 overlaps those characters, as transformers' `return_assistant_tokens_mask` rules.
 
-Batches are padded, not packed: each conversation is one row, cut to the context (longer
-ones keep their start), right-padded to the batch's longest; padding is masked out of
-attention and loss. The validation figure is the mean loss per assistant token
-(`assistant_loss`, lower is better), with its perplexity and next-token accuracy.
+Training batches are packed: conversations (each cut to the context, keeping its start)
+fill rows of up to the context in turn; a block-diagonal causal mask lets each see only
+itself and its positions restart at 0, so each scores as it would alone (tested), with
+little padding. Scoring pads one conversation per row instead. The validation figure is
+the mean loss per assistant token (`assistant_loss`, lower is better), with its perplexity
+and next-token accuracy.
 """
 
 from __future__ import annotations
@@ -190,6 +192,37 @@ class Chat(Task):
         return kept
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """Training batches, packed: conversations fill rows of up to `max_length` tokens in
+        turn; each attends to itself only (a block-diagonal causal mask) and its positions
+        start from 0, so its loss is what it would be alone, and little is padding."""
+        rows: list[list[dict]] = [[]]
+        for e in examples:
+            if (
+                rows[-1]
+                and sum(len(x["input_ids"]) for x in rows[-1]) + len(e["input_ids"])
+                > self.max_length
+            ):
+                rows.append([])
+            rows[-1].append(e)
+        width = max(sum(len(x["input_ids"]) for x in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id(), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        segment = torch.full((len(rows), width), -1, dtype=torch.long)  # padding: its own
+        for r, row in enumerate(rows):
+            start = 0
+            for n, e in enumerate(row):
+                end = start + len(e["input_ids"])
+                ids[r, start:end] = torch.tensor(e["input_ids"])
+                labels[r, start:end] = torch.tensor(e["labels"])
+                positions[r, start:end] = torch.arange(end - start)
+                segment[r, start:end] = n
+                start = end
+        same = segment[:, :, None] == segment[:, None, :]  # (rows, queries, keys)
+        return {"input_ids": ids, "attention_mask": same, "positions": positions, "labels": labels}
+
+    def padded(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """One conversation per row, right-padded (scoring: one loss per conversation)."""
         ids = [e["input_ids"] for e in examples]
         return {
             "input_ids": self.pad(ids),
@@ -198,7 +231,9 @@ class Chat(Task):
         }
 
     def loss(self, model, batch):
-        logits = model(batch["input_ids"], batch["attention_mask"])
+        logits = model(
+            batch["input_ids"], batch["attention_mask"], positions=batch.get("positions")
+        )
         return seq2seq_loss(logits, batch["labels"], self.settings.get("label_smoothing", 0.0))
 
     @torch.no_grad()
@@ -211,7 +246,7 @@ class Chat(Task):
         out = []
         for start in range(0, len(records), batch_size):
             rows = [self.encode(rec["messages"]) for rec in records[start : start + batch_size]]
-            batch = {k: v.to(device) for k, v in self.collate(rows).items()}
+            batch = {k: v.to(device) for k, v in self.padded(rows).items()}
             logits = model(batch["input_ids"], batch["attention_mask"]).float()
             labels = batch["labels"]
             counted = labels != IGNORE
