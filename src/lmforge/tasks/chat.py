@@ -7,7 +7,7 @@ server use, so training sees exactly the text the model is later prompted with. 
 without a template gets `default_template`: ChatML's layout (`<|im_start|>ROLE\\nCONTENT
 <|im_end|>\\n`) with the tokenizer's end-of-text token standing for both markers. That adds no
 vocabulary (LoRA's frozen embeddings would never train new rows), costs one token per marker
-(spelled out, each ChatML marker is 7-8 tokens of a small BPE, a tenth of a 128-token context
+(spelled out, each ChatML marker is 7-8 tokens of a small BPE, 15% of a 128-token context
 per turn), and ends every assistant turn with the token `lmforge chat` and the server already
 stop at. The template is written into the fine-tuned directory (chat_template.jinja, where
 Hugging Face reads it too).
