@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 METHODS = ("default", "probe", "logreg", "trainer")
-# the investigation's variants (docs/LOG.md, entry 19): each takes back part of the defaults
+# the investigation's variants (docs/LOG.md, entry 20): each takes back part of the defaults
 VARIANTS = {
     "before": {"train.head_lr_scale": 1.0, "train.min_steps": 1},  # and BERT's pooler
     "mean": {"train.head_lr_scale": 1.0, "train.min_steps": 1},  # the base's pooling alone

@@ -56,7 +56,7 @@ FINETUNE_DEFAULTS = {
     "batch_size": 16,
     "early_stopping_patience": 2,
     # a tiny set makes few steps per epoch: 140 records are 27 steps in 3 epochs, too few for
-    # the warmup and decay to move a new head (docs/LOG.md, entry 19)
+    # the warmup and decay to move a new head (docs/LOG.md, entry 20)
     "min_steps": 100,
 }
 # A new task head starts from random weights on a pretrained body: it learns at this multiple
