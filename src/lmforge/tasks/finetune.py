@@ -59,9 +59,6 @@ FINETUNE_DEFAULTS = {
     # the warmup and decay to move a new head (docs/LOG.md, entry 20)
     "min_steps": 100,
 }
-# A new task head starts from random weights on a pretrained body: it learns at this multiple
-# of the body's rate (the pretrained LM head of generative tasks keeps the body's rate).
-NEW_HEAD_LR_SCALE = 10.0
 
 
 LORA_DEFAULTS = {"targets": "q,v", "rank": 8, "alpha": 16.0, "dropout": 0.0}
@@ -126,15 +123,6 @@ def pooling_for(base, model, head: str, asked: str | None) -> str | None:
     return asked or sentence_pooling(base) or None
 
 
-def recipe_defaults(head: str, method: str) -> dict:
-    """The train.* settings that follow from the method and the head (the user's override
-    them): a probe is a linear model on fixed features, trained at logistic regression's
-    rate; a new head under a full or LoRA fine-tune learns faster than the body."""
-    if method == "probe":
-        return {"train.learning_rate": PROBE_LEARNING_RATE}
-    return {"train.head_lr_scale": NEW_HEAD_LR_SCALE} if head != "lm" else {}
-
-
 def fit_to_data(t: TrainConfig, given: dict, steps_per_epoch: int, epochs: float) -> TrainConfig:
     """Unless `given` sets them: max_steps covers `epochs` (and at least `t.min_steps`),
     warmup is 10% of it, evaluation comes once per epoch (or `epochs` times in all, where the
@@ -190,7 +178,9 @@ def finetune(
         raise LmforgeError(f"unknown pooling '{pooling}'; choose {', '.join(POOLINGS)}")
     if pooling is not None and cls.head != "sequence-classification":
         raise LmforgeError(f"--pooling is for classification; {cls.name} has no sequence vector")
-    overrides = {**recipe_defaults(cls.head, method), **overrides}
+    if method == "probe" and "train.learning_rate" not in overrides:
+        # a linear model on fixed features: logistic regression's rate, not fine-tuning's
+        overrides = {**overrides, "train.learning_rate": PROBE_LEARNING_RATE}
     t = train_config(overrides)
     lora = lora_settings(overrides, method)
     job = launch(t, log, progress)
