@@ -246,6 +246,12 @@ class TrainConfig(Section):
         description="fine-tuning: at least this many optimisation steps when max_steps "
         "follows the epochs (a tiny training set makes few steps per epoch)",
     )
+    head_from_probe: bool = Field(
+        True,
+        description="fine-tuning a classifier: start the new head from the logistic-"
+        "regression probe fitted on the frozen base (linear probing, then fine-tuning) "
+        "instead of random weights",
+    )
     head_lr_scale: float = Field(
         1.0,
         gt=0,

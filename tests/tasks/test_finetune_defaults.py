@@ -209,3 +209,21 @@ def test_every_classification_finetune_reports_its_probe(bases, tmp_path, capsys
     assert 0 <= probe["accuracy"] <= 1 and set(probe) >= {"accuracy", "macro_f1"}
     assert "the linear probe on the validation records: accuracy" in printed
     assert f"{probe['accuracy']:.4f} (logistic regression" in printed
+
+
+def test_the_new_head_starts_from_the_probe(bases, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_records(32, 0))
+    valid = write_jsonl(tmp_path / "valid.jsonl", sentiment_records(12, 1))
+    still = {**FAST, "train.learning_rate": 1e-12, "train.max_steps": 2, "train.precision": "fp32"}
+    kwargs = {"epochs": 1, "progress": False, "log": lambda m: None}
+    # weights that do not move: the fine-tuned model predicts exactly as the probe did
+    done = finetune("classification", bases["encoder"], train, tmp_path / "a", valid,
+                    overrides=still, **kwargs)  # fmt: skip
+    scores = {k: done["valid"][k] for k in ("accuracy", "macro_f1")}
+    assert scores == {k: done["probe"][k] for k in ("accuracy", "macro_f1")}
+    assert done["probe"]["accuracy"] > 0.5  # a probe that learned something, not chance
+    random = {**still, "train.head_from_probe": False}
+    done = finetune("classification", bases["encoder"], train, tmp_path / "b", valid,
+                    overrides=random, **kwargs)  # fmt: skip
+    started = from_pretrained(tmp_path / "a").head.out.weight
+    assert not torch.allclose(from_pretrained(tmp_path / "b").head.out.weight, started)

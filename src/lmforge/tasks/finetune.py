@@ -227,11 +227,16 @@ def finetune(
     examples = task.examples(train_records)
     probe = None
     if cls.head == "sequence-classification" and method != "probe":  # the baseline to beat
-        probe = linear_probe(task, model, train_records, valid_records)
+        probe, fitted = linear_probe(task, model, train_records, valid_records)
         log(
             f"linear probe (logistic regression on the frozen base's vectors): valid "
             f"{cls.metric} {probe[cls.metric]:.4f}"
+            + ("; the new head starts from it" if t.head_from_probe else "")
         )
+        if t.head_from_probe:  # a head at the probe's optimum, not at random (LP-FT)
+            with torch.no_grad():
+                model.head.out.weight.copy_(fitted.weight)
+                model.head.out.bias.copy_(fitted.bias)
     # each data-parallel rank keeps its rows of the global batch one process would draw
     sampler = plan.shard(
         ExampleSampler(examples, t.batch_size * plan.dp, t.seed, task.collate, t.grad_accum_steps)

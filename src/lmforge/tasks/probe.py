@@ -5,7 +5,8 @@ pooling `config.sequence_pooling` names), computed once for the training and val
 records, then a multinomial linear model fitted to them by L-BFGS with a small L2 penalty.
 It costs one forward pass over the data, so every fine-tune can print it: a fine-tune that
 does not beat it has not used its extra capacity (issue 21; `--method probe` trains the same
-kind of model with the fine-tuning loop instead).
+kind of model with the fine-tuning loop instead). The fitted layer then starts the new head
+(`train.head_from_probe`), so fine-tuning begins where the probe ended.
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ def fit_logistic_regression(
     return linear
 
 
-def linear_probe(task, model, train_records: list[dict], valid_records: list[dict]) -> dict:
+def linear_probe(
+    task, model, train_records: list[dict], valid_records: list[dict]
+) -> tuple[dict, nn.Linear]:
     """The task's metrics on `valid_records` for a logistic regression fitted on the frozen
-    model's sequence vectors of `train_records`."""
+    model's sequence vectors of `train_records`, and the fitted layer (it reads the same
+    vector as the model's head, so it can start the head: linear probing, then fine-tuning,
+    as Kumar et al., ICLR 2022)."""
     index = {label: i for i, label in enumerate(task.labels)}
     x = sequence_vectors(task, model, train_records)
     y = torch.tensor([index[r["label"]] for r in train_records])
@@ -71,4 +76,4 @@ def linear_probe(task, model, train_records: list[dict], valid_records: list[dic
         {"label": task.labels[int(i)], "score": float(p[i])}
         for i, p in zip(scores.argmax(-1), scores, strict=True)
     ]
-    return task.score(predictions, valid_records)
+    return task.score(predictions, valid_records), linear
