@@ -126,6 +126,12 @@ def test_tiny_sets_get_a_minimum_number_of_steps():
     assert t.min_steps == 100 and tiny.warmup_steps == 10
     assert tiny.eval_interval == 34  # 3 evaluations over the stretched run, not one per 9 steps
     assert fit_to_data(t, {}, steps_per_epoch=500, epochs=3).eval_interval == 500
+    # a new head learns faster where the minimum stretched a small set's run, and only there
+    assert fit_to_data(t, {}, 9, 3, new_head=True).head_lr_scale == 10
+    assert fit_to_data(t, {}, 9, 3, new_head=False).head_lr_scale == 1
+    assert fit_to_data(t, {}, 500, 3, new_head=True).head_lr_scale == 1
+    given = {"train.head_lr_scale": 2.0}
+    assert fit_to_data(train_config(given), given, 9, 3, new_head=True).head_lr_scale == 2
 
 
 def test_finetuning_follows_the_bases_pooling(bases, tmp_path):
@@ -215,6 +221,7 @@ def test_the_new_head_starts_from_the_probe(bases, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_records(32, 0))
     valid = write_jsonl(tmp_path / "valid.jsonl", sentiment_records(12, 1))
     still = {**FAST, "train.learning_rate": 1e-12, "train.max_steps": 2, "train.precision": "fp32"}
+    still["train.head_from_probe"] = True
     kwargs = {"epochs": 1, "progress": False, "log": lambda m: None}
     # weights that do not move: the fine-tuned model predicts exactly as the probe did
     done = finetune("classification", bases["encoder"], train, tmp_path / "a", valid,
