@@ -99,8 +99,11 @@ def llama_cpp_run(path, prompt, n, n_ctx, threads, f32_cache):
     # llama.cpp keeps its KV cache in f16 by default; the f32 file gets an f32 cache, so its
     # arithmetic is ours and its greedy ids must be too.
     cache = {"type_k": 0, "type_v": 0} if f32_cache else {}
+    # logits_all: llama-cpp-python 0.3 fills `scores` row by row only then; without it the
+    # row read below held stale numbers, and the ids looked unequal to ours
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads,
-                          n_threads_batch=threads, verbose=False, **cache)  # fmt: skip
+                          n_threads_batch=threads, verbose=False, logits_all=True,
+                          **cache)  # fmt: skip
 
     def run(times):
         llm.reset()
