@@ -49,6 +49,10 @@ VARIANTS = {
     "mean": {"train.min_steps": 1},  # the base's pooling alone
     "head1": {"train.head_lr_scale": 1.0},  # the minimum steps without the faster head
     "lpft": {"train.head_lr_scale": 1.0, "train.head_from_probe": True},  # head from the probe
+    # regularisers, one at a time against the default (issue 18)
+    "no-wd": {"train.weight_decay": 0.0},
+    "no-es": {"train.early_stopping_patience": 0},  # run every step, keep the best evaluation
+    "ls0.1": {"task.label_smoothing": 0.1},
 }
 TONE_SIZES = {"train": 70, "valid": 10, "test": 100}  # per class
 GENRE_PER_PLAY = 6
@@ -104,10 +108,13 @@ def run_lmforge(method: str, data: Path, seed: int, out: Path) -> dict:
     from lmforge.tasks import get_task, load_task_model
     from lmforge.tasks.finetune import finetune
 
-    overrides = {"train.seed": seed, "train.precision": "fp32", **VARIANTS.get(method, {})}
+    variant = VARIANTS.get(method, {})
+    overrides = {"train.seed": seed, "train.precision": "fp32"}
+    overrides |= {k: v for k, v in variant.items() if k.startswith("train.")}
     kwargs = {"method": "probe" if method == "probe" else "full"}
     kwargs["pooling"] = "auto" if method == "before" else None  # before: BERT's pooler
-    kwargs["options"] = {"max_length": MAX_LENGTH}
+    options = {k.removeprefix("task."): v for k, v in variant.items() if k.startswith("task.")}
+    kwargs["options"] = {"max_length": MAX_LENGTH, **options}
     result = finetune(
         "classification", minilm(), data / "train.jsonl", out, data / "valid.jsonl",
         epochs=EPOCHS, overrides={**overrides, "train.batch_size": BATCH},

@@ -234,3 +234,15 @@ def test_the_new_head_starts_from_the_probe(bases, tmp_path):
                     overrides=random, **kwargs)  # fmt: skip
     started = from_pretrained(tmp_path / "a").head.out.weight
     assert not torch.allclose(from_pretrained(tmp_path / "b").head.out.weight, started)
+
+
+def test_classification_honours_label_smoothing():
+    from lmforge.train.losses import classification_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]])
+    labels = torch.tensor([0, 1])
+    logp = logits.log_softmax(-1)
+    eps = 0.1  # (1 - eps) on the target, eps spread evenly over the 3 classes
+    want = -((1 - eps) * logp[[0, 1], labels] + eps * logp.mean(-1)).mean()
+    assert torch.allclose(classification_loss(logits, labels, eps), want, atol=1e-6)
+    assert not torch.allclose(classification_loss(logits, labels), want, atol=1e-3)

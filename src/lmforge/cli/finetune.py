@@ -48,7 +48,11 @@ def register(sub) -> None:
         help="translation/summarization: output cap (default 64, at most half the context)",
     )
     p.add_argument("--num-beams", type=int, help="translation/summarization: beam width")
-    p.add_argument("--label-smoothing", type=float, help="translation/summarization: e.g. 0.1")
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        help="classification, translation, summarization, chat: e.g. 0.1",
+    )
     p.add_argument(
         "--method",
         choices=["full", "lora", "probe"],

@@ -76,7 +76,9 @@ class Classification(Task):
 
     def loss(self, model, batch):
         logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        return classification_loss(logits, batch["labels"])
+        return classification_loss(
+            logits, batch["labels"], self.settings.get("label_smoothing", 0.0)
+        )
 
     @torch.no_grad()
     def probabilities(self, model, inputs: list[tuple[str, str | None]], batch_size: int = 32):

@@ -79,9 +79,14 @@ def mask_tokens(
     return inputs, labels
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(batch, classes) logits against (batch,) class ids."""
-    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """(batch, classes) logits against (batch,) class ids; `label_smoothing` moves that
+    share of each target's probability evenly onto all classes."""
+    return F.cross_entropy(
+        logits.float(), labels, ignore_index=IGNORE, label_smoothing=label_smoothing
+    )
 
 
 def span_loss(
