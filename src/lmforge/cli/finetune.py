@@ -30,7 +30,9 @@ def register(sub) -> None:
         "`lmforge evaluate TASK` and `lmforge.pipeline` use.",
         epilog="training defaults (override with --train.KEY=VALUE): "
         + ", ".join(f"{k}={v}" for k, v in FINETUNE_DEFAULTS.items())
-        + "; max_steps covers --epochs, warmup is 10% of it, evaluation once per epoch",
+        + "; max_steps covers --epochs (at least min_steps), warmup is 10% of it, evaluation "
+        "once per epoch; where min_steps stretches a small set's run, evaluation comes "
+        "--epochs times in all and a new task head learns at 10x the rate (head_lr_scale)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("task", choices=TASK_CHOICES)
