@@ -6,6 +6,8 @@ alone and among 8 concurrent requests that join at different steps, have differe
 lengths, lengths to generate and sampling settings, and leave at different steps.
 """
 
+import copy
+
 import pytest
 import torch
 
@@ -172,3 +174,46 @@ def test_bad_requests_and_models_are_refused(model):
     )
     with pytest.raises(LmforgeError, match="decoder-only"):
         Scheduler(encoder)
+
+
+def counting(model, calls: list):
+    """`model` whose body records the length of each row it is given."""
+    body = model.body
+
+    def counted(ids, **kw):
+        calls.append(ids.shape)
+        return body(ids, **kw)
+
+    model.body = counted
+    return model
+
+
+def test_prompt_pieces_ride_in_the_decode_step(model):
+    a, b, c = Request(prompt(3, 1), 12), Request(prompt(20, 2), 10), Request(prompt(9, 3), 8)
+    expected = [alone(model, r) for r in (a, b, c)]
+    calls = []
+    sched = Scheduler(counting(copy.copy(model), calls), max_batch=4, prefill_chunk=16)
+    seqs = [sched.submit(a)]
+    sched.step()  # a's prompt alone
+    seqs += [sched.submit(b), sched.submit(c)]
+    sched.step()  # a's token and 16 of b's 20 prompt tokens, in one pass
+    sched.step()  # a's token, b's last 4 and all 9 of c's
+    assert calls == [(1, 3), (1, 1 + 16), (1, 1 + 4 + 9)]
+    assert len(sched.running) == 3 and not sched.waiting
+    sched.run_until_idle()
+    assert len(calls) == sched.steps  # one forward pass per step, all along
+    assert [s.ids for s in seqs] == expected
+
+
+def test_a_separate_decode_model_gets_its_own_pass(model):
+    prefill_calls, decode_calls = [], []
+    sched = Scheduler(
+        counting(copy.copy(model), prefill_calls),
+        max_batch=4,
+        decode_model=counting(copy.deepcopy(model), decode_calls),
+    )
+    reqs = [Request(prompt(5, 1), 6), Request(prompt(7, 2), 6)]
+    seqs = [sched.submit(r) for r in reqs]
+    sched.run_until_idle()
+    assert prefill_calls == [(1, 12)] and all(s == (1, 2) for s in decode_calls[:5])
+    assert [s.ids for s in seqs] == [alone(model, r) for r in reqs]

@@ -138,14 +138,17 @@ def test_api_key(model_dir, monkeypatch):
 
 
 def slow_steps(server, seconds=0.01):
-    """Make each scheduler step take a while, so a stream is still running when we act."""
-    observe = server.backend.scheduler.on_step
+    """Make each scheduler step take a while, so a stream is still running when we act;
+    returns the function that undoes it."""
+    scheduler = server.backend.scheduler
+    observe = scheduler.on_step
 
     def on_step(running, waiting):
         observe(running, waiting)
         time.sleep(seconds)
 
-    server.backend.scheduler.on_step = on_step
+    scheduler.on_step = on_step
+    return lambda: setattr(scheduler, "on_step", observe)
 
 
 def test_too_many_concurrent_requests_are_429(model_dir):

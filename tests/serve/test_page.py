@@ -97,14 +97,14 @@ def chat_in_page(url: str, prompt: str, screenshot: Path, settings: dict[str, st
 def test_the_chat_page_streams_an_answer(server, tmp_path):
     from tests.serve.test_bad_input import slow_steps
 
-    slow_steps(server, 0.01)  # 10 ms a token: the page must show the answer growing
+    restore = slow_steps(server, 0.01)  # 10 ms a token: the page must show the answer growing
     try:
         artifacts = Path(os.environ.get("LMFORGE_ARTIFACTS", tmp_path))
         shot = artifacts / "chat-page.png"
         settings = {"temperature": "0", "max_tokens": "60", "system": "be brief"}
         answer, seen, speed, left = chat_in_page(server.url, "hello there", shot, settings)
     finally:
-        server.backend.scheduler.on_step = server.backend.metrics.on_step
+        restore()
     messages = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "hello there"},

@@ -38,7 +38,7 @@ def load_for_generation(args, rows: int = 1):
 
     device = pick_device(args.device)
     model, tokenizer = load_model_and_tokenizer(args.model, device)
-    return *inference_models(model, resolve(args.precision, device, rows)), tokenizer
+    return *inference_models(model, resolve(args.precision, device, rows), rows), tokenizer
 
 
 def sampling_from(args):

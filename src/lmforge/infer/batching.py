@@ -2,17 +2,26 @@
 
 Static batching (`generate` with several prompts) starts a batch together and ends it when
 its longest member ends; a request that arrives meanwhile waits for the whole batch. Here
-the unit of work is one *step*:
+the unit of work is one *step*, one forward pass over a row of mixed tokens:
 
-    1. waiting requests are prefilled, each alone, up to `prefill_chunk` prompt tokens per
-       step (a long prompt goes in over several steps, so it never stalls the others for
-       long); a finished prefill chooses the request's first token and joins the batch;
-    2. one decode step runs the newest token of every running sequence through the model
-       together: one matmul per weight for the whole batch, which costs about as much as
-       for one row while reading the weights dominates;
-    3. each row chooses its next token with its own settings (`Sampling`, seed, stop ids,
-       log-probabilities); a sequence that finishes, or is cancelled, leaves the batch at
-       once and its KV slot is free for the next request.
+    [ newest token of running sequence 0 .. n-1 | prompt piece of a joining request | ... ]
+
+    1. every running sequence contributes its newest token; waiting requests contribute
+       the next pieces of their prompts, up to `prefill_chunk` prompt tokens per step over
+       all of them (a long prompt goes in over several steps);
+    2. the whole row goes through the model at once: one matmul per weight for all its
+       tokens. Decode tokens alone are bound by reading the weights, so the prompt pieces
+       ride along almost free, where a separate prefill pass would read every weight again
+       and stall the running sequences for it (p99 inter-token latency, benchmarks/serve.py);
+       the attention alone is per sequence (`_StepLayer.attend`): a decode token sees its
+       own slot's keys, a prompt piece its own earlier pieces, causally;
+    3. each running row chooses its next token with its own settings (`Sampling`, seed,
+       stop ids, log-probabilities); a request whose prompt is now complete chooses its
+       first token from its last prompt position and joins the running batch; a sequence
+       that finishes, or is cancelled, leaves at once and its KV slot is free.
+
+With a `decode_model` in another precision (lmforge.infer.precision's `mixed`), the prompt
+pieces and the decode tokens go through their own models, in two passes per step.
 
 KV slots. `SlotCache` holds every layer's keys and values in one buffer of
 (slots, kv_heads, capacity, head_dim). The running sequences occupy slots 0..n-1, so a
@@ -23,9 +32,9 @@ The time axis grows by doubling, up to the model's context, so a server with 16 
 does not hold 16 full contexts until it needs them. Buffers start as zeros: masked keys
 then hold finite values, which the attention weighs with an exact 0.
 
-Exactness. A row's computation does not depend on the other rows: its prefill runs alone,
-its decode step sees only its own keys (the mask), its positions are its own, and its
-sampling has its own generator (seeded per request). So greedy text is the same whether a
+Exactness. A row's computation does not depend on the other rows: its attention sees only
+its own keys, its positions are its own, and its sampling has its own generator (seeded per
+request). So greedy text is the same whether a
 request runs alone or among others (tests/infer/test_batching.py); the logits may differ in
 the last bits where a batched matmul sums in another order.
 
@@ -51,6 +60,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.infer.generate import StaticCache
 from lmforge.infer.sampling import Sampling
+from lmforge.nn.attention import attention
 from lmforge.nn.cache import KVCache, LayerCache
 
 GREEDY = Sampling(temperature=0)
@@ -202,6 +212,49 @@ class SlotCache(KVCache):
             layer.v[dst, :, :length] = layer.v[src, :, :length]
 
 
+class _StepLayer(LayerCache):
+    """One layer of a mixed step: splits the row of queries, keys and values by sequence
+    and attends within each (the `attend` hook of lmforge.nn.cache)."""
+
+    def __init__(self, step: _StepCache, i: int):
+        super().__init__()
+        self.step, self.i = step, i
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        step, n = self.step, self.step.decoding
+        out = []
+        if n:  # one query per running sequence, against its slot: (n, heads, 1, head_dim)
+            keys, values = step.slots.layers[self.i].append(
+                k[0, :, :n].transpose(0, 1)[:, :, None], v[0, :, :n].transpose(0, 1)[:, :, None]
+            )
+            qd = q[0, :, :n].transpose(0, 1)[:, :, None].to(keys.dtype)
+            heads = attention(qd, keys, values, mask=step.mask)
+            out.append(heads[:, :, 0].transpose(0, 1)[None])
+        for scratch, a, b in step.pieces:  # a prompt piece, causal over its cached prefix
+            keys, values = scratch.layer(self.i).append(k[:, :, a:b], v[:, :, a:b])
+            out.append(attention(q[:, :, a:b].to(keys.dtype), keys, values, causal=True))
+        return torch.cat(out, dim=2) if len(out) > 1 else out[0]
+
+
+class _StepCache(KVCache):
+    """The cache of one mixed step: `decoding` running sequences (their slots in `slots`,
+    each attending up to its own length: `mask`), then prompt `pieces` (scratch cache,
+    start, end) at those positions of the row."""
+
+    def __init__(self, slots: SlotCache, decoding: int, mask, pieces):
+        super().__init__()
+        self.slots, self.decoding, self.mask, self.pieces = slots, decoding, mask, pieces
+
+    def layer(self, i: int) -> LayerCache:
+        while len(self.layers) <= i:
+            self.layers.append(_StepLayer(self, len(self.layers)))
+        return self.layers[i]
+
+    @property
+    def length(self) -> int:
+        return 0  # positions are given per token
+
+
 class Scheduler:
     """Runs requests on `model` with continuous batching; `decode_model` (the same model in
     another precision, lmforge.infer.precision) runs the decode steps if given.
@@ -214,7 +267,7 @@ class Scheduler:
         self,
         model: torch.nn.Module,
         max_batch: int = 8,
-        prefill_chunk: int = 256,
+        prefill_chunk: int = 64,
         decode_model: torch.nn.Module | None = None,
         on_step: Callable[[int, int], None] | None = None,
     ):
@@ -236,7 +289,7 @@ class Scheduler:
         self.context = model.config.block_size
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
-        self.on_step = on_step  # (running sequences, waiting) after each step
+        self.on_step = on_step  # (running sequences, waiting) after each step, failed ones too
         self.cache = SlotCache(max_batch, self.context)
         self.running: list[Sequence] = []  # slot i holds running[i]
         self.waiting: deque[Sequence] = deque()  # not yet fully prefilled
@@ -272,70 +325,89 @@ class Scheduler:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One step: prefill what the chunk allows, then decode every running sequence."""
+        """One step: the running sequences' next tokens and the waiting prompts' next pieces,
+        in one forward pass (two with a separate decode model)."""
         with self._lock:
             waiting = list(self.waiting)
         for seq in [s for s in self.running if s.cancelled]:
             self._finish(seq, "cancelled")
         for seq in [s for s in waiting if s.cancelled]:
             self._finish(seq, "cancelled")
-        self._prefill()
-        if self.running:
-            self._decode()
+        pieces = self._pieces()
+        rows = list(self.running)
+        if self.decode_model is self.model:
+            self._forward(self.model, rows, pieces)
+        else:  # mixed precision: the prompt through `model`, the decode through its copy
+            if pieces:
+                self._forward(self.model, [], pieces)
+            if rows:
+                self._forward(self.decode_model, rows, [])
         self.steps += 1
         if self.on_step is not None:
             self.on_step(len(self.running), len(self.waiting))
 
-    def _prefill(self) -> None:
-        budget = self.prefill_chunk
-        while budget > 0 and len(self.running) < self.max_batch:
-            with self._lock:
-                if not self.waiting:
-                    return
-                seq = self.waiting[0]
-            prompt = seq.request.prompt
+    def _pieces(self) -> list[tuple[Sequence, int]]:
+        """(waiting sequence, prompt tokens it feeds this step), first come first served,
+        within the chunk, the context (the step's row is one sequence to the model) and the
+        free slots (a request whose prompt completes joins the batch)."""
+        budget = min(self.prefill_chunk, self.context - len(self.running))
+        free = self.max_batch - len(self.running)
+        pieces = []
+        with self._lock:
+            queue = list(self.waiting)
+        for seq in queue:
+            if budget <= 0 or len(pieces) >= free:
+                break
             if seq.request.max_new_tokens == 0:
-                with self._lock:
-                    self.waiting.popleft()
                 self._finish(seq, "length")
                 continue
-            if seq.scratch is None:
-                seq.scratch = StaticCache(len(prompt))
-            take = min(budget, len(prompt) - seq.prefilled)
-            ids = torch.tensor([prompt[seq.prefilled : seq.prefilled + take]], device=self.device)
-            body = self.model.body(ids, cache=seq.scratch)
-            body.hidden = body.hidden[:, -1:]  # the head runs on the last position only
-            seq.prefilled += take
+            take = min(budget, len(seq.request.prompt) - seq.prefilled)
+            pieces.append((seq, take))
             budget -= take
-            if seq.prefilled < len(prompt):
-                return  # the rest of this prompt next step
-            logits = self.model.head(body)[:, -1].float()
+        return pieces
+
+    def _forward(self, model, rows: list[Sequence], pieces: list[tuple[Sequence, int]]) -> None:
+        n = len(rows)
+        ids, positions, spans = [s.ids[-1] for s in rows], [s.length for s in rows], []
+        mask = None
+        if n:
+            lengths = torch.tensor(positions, device=self.device)
+            width = int(lengths.max()) + 1
+            self.cache.reserve(width)
+            self.cache.width = width
+            self.cache.columns = lengths
+            mask = (torch.arange(width, device=self.device)[None, :] <= lengths[:, None])[
+                :, None, None, :
+            ]
+        for seq, take in pieces:
+            if seq.scratch is None:
+                seq.scratch = StaticCache(len(seq.request.prompt))
+            a = len(ids)
+            ids += seq.request.prompt[seq.prefilled : seq.prefilled + take]
+            positions += range(seq.prefilled, seq.prefilled + take)
+            spans.append((seq.scratch, a, len(ids)))
+            seq.prefilled += take
+        joining = [(seq, b - 1) for (seq, _), (_, _, b) in zip(pieces, spans)
+                   if seq.prefilled == len(seq.request.prompt)]  # fmt: skip
+        row = torch.tensor([ids], device=self.device)
+        cache = _StepCache(self.cache, n, mask, spans)
+        body = model.body(row, cache=cache, positions=torch.tensor([positions], device=self.device))
+        # the head runs only where a token is chosen
+        body.hidden = body.hidden[:, list(range(n)) + [last for _, last in joining]]
+        logits = model.head(body)[0].float()
+        if n:
+            self.batch_sizes.append(n)
+            if len(self.batch_sizes) > 10_000:
+                del self.batch_sizes[:5_000]
+            self._choose(rows, logits[:n])
+        for j, (seq, _) in enumerate(joining):
             with self._lock:
-                self.waiting.popleft()
+                self.waiting.remove(seq)
             slot = len(self.running)
-            self.cache.put(slot, seq.scratch, len(prompt))
+            self.cache.put(slot, seq.scratch, len(seq.request.prompt))
             seq.scratch = None
             self.running.append(seq)
-            self._choose([seq], logits)  # the first token; it joins this step's decode
-
-    def _decode(self) -> None:
-        rows = self.running
-        n = len(rows)
-        lengths = torch.tensor([s.length for s in rows], device=self.device)
-        width = int(lengths.max()) + 1
-        self.cache.reserve(width)
-        self.cache.width = width
-        self.cache.columns = lengths
-        ids = torch.tensor([[s.ids[-1]] for s in rows], device=self.device)
-        mask = torch.arange(width, device=self.device)[None, :] <= lengths[:, None]
-        body = self.decode_model.body(
-            ids, attention_mask=mask.long(), cache=self.cache, positions=lengths[:, None]
-        )
-        logits = self.decode_model.head(body)[:, -1].float()
-        self.batch_sizes.append(n)
-        if len(self.batch_sizes) > 10_000:
-            del self.batch_sizes[:5_000]
-        self._choose(list(rows), logits)
+            self._choose([seq], logits[n + j : n + j + 1])  # its first token
 
     def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> None:
         """Each row's next token from its logits row, with its own settings."""
@@ -448,6 +520,8 @@ class Scheduler:
                 self.step()
             except Exception as e:  # a broken step fails its requests, not the server
                 self.fail_all(e)
+                if self.on_step is not None:
+                    self.on_step(len(self.running), len(self.waiting))
 
     def stop(self, timeout: float | None = None) -> None:
         """Let the running and waiting requests finish, then end the thread."""

@@ -130,6 +130,8 @@ class MultiHeadAttention(nn.Module):
         """
         b, t, _ = x.shape
         q = self._split(self.q(x), self.n_head)
+        # a cache that packs several sequences in one row attends itself (lmforge.nn.cache)
+        ragged = cache is not None and context is None and cache.attend is not None
         if context is not None and cache is not None and cache.cross is not None:
             k, v = cache.cross
         else:
@@ -140,21 +142,23 @@ class MultiHeadAttention(nn.Module):
                 k = apply_rope(k, *rope)
             if cache is not None and context is not None:
                 cache.cross = (k, v)
-            elif cache is not None:
+            elif cache is not None and not ragged:
                 k, v = cache.append(k, v)
         if rope is not None and context is None:
             q = apply_rope(q, *rope)
         # A cache kept in another precision (fp32 keys and values for bf16 decode weights,
         # lmforge.infer.precision) sets the attention's: bf16 attention is slow on many CPUs.
         compute_dtype = q.dtype
-        q = q.to(k.dtype)
         causal = self.causal and context is None
         dropout_p = self.dropout if self.training else 0.0
         weights = None
-        if return_weights:
+        if ragged:
+            heads = cache.attend(q, k, v)
+        elif return_weights:
+            q = q.to(k.dtype)
             weights = attention_weights(q, k, causal, mask)
             heads = F.dropout(weights, dropout_p) @ repeat_kv(v, self.n_head)
         else:
-            heads = attention(q, k, v, causal, mask, dropout_p, self.explicit)
+            heads = attention(q.to(k.dtype), k, v, causal, mask, dropout_p, self.explicit)
         concat = heads.transpose(1, 2).reshape(b, t, self.n_head * self.head_dim)
         return self.resid_dropout(self.out(concat.to(compute_dtype))), weights

@@ -21,6 +21,8 @@ import torch
 
 
 class LayerCache:
+    attend = None  # or a method (q, k, v) -> heads: see the module docstring
+
     def __init__(self):
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None

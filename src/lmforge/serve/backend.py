@@ -96,7 +96,7 @@ class Backend:
         device: str = "auto",
         precision: str = "auto",
         max_batch: int = 8,
-        prefill_chunk: int = 256,
+        prefill_chunk: int = 64,
         limits: Limits | None = None,
         metrics: Metrics | None = None,
     ):
@@ -120,10 +120,10 @@ class Backend:
         elif model.config.arch == "decoder" and model.config.head == "lm":
             self.kind = "generation"
             self.model, decode_model = inference_models(
-                model, resolve(precision, self.device, max_batch)
+                model, resolve(precision, self.device, max_batch), rows=max_batch
             )
             self.scheduler = Scheduler(
-                self.model, max_batch, prefill_chunk, decode_model, self.metrics.on_step
+                self.model, max_batch, prefill_chunk, decode_model, self._on_step
             )
             template = load_chat_template(directory)
             self.chat_stops = [] if template else list(DEFAULT_STOP)
@@ -290,6 +290,13 @@ class Backend:
         except LmforgeError as e:
             raise ApiError(400, str(e), "prompt") from None
 
+    def _on_step(self, running: int, waiting: int) -> None:
+        self.metrics.on_step(running, waiting)
+        with self._count_lock:
+            outboxes = list(self._outboxes.values())
+        for outbox in outboxes:
+            outbox.flush()
+
     def _outbox(self, loop: asyncio.AbstractEventLoop) -> _Outbox:
         with self._count_lock:
             if loop not in self._outboxes:
@@ -313,30 +320,36 @@ class Backend:
 
 
 class _Outbox:
-    """Events from the scheduler's thread to the requests' queues on one event loop. The
-    first event put wakes the loop (call_soon_threadsafe: a write to its self-pipe); the
-    others of the same step join it, and the loop delivers them all at once. One wake-up
-    per step instead of one per token."""
+    """Events from the scheduler's thread to the requests' queues on one event loop. A
+    step's events collect here, and at the end of the step (`flush`, the scheduler's
+    on_step) one call_soon_threadsafe wakes the loop, which delivers them all at once. One
+    wake-up per step, not per token, and none in the middle of a step: a woken loop takes
+    the GIL, and the step would wait for it at its next token."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
         self.items: list[tuple[asyncio.Queue, object]] = []
         self.lock = threading.Lock()
+        self.woken = False  # a delivery is scheduled and has not run yet
 
     def put(self, queue: asyncio.Queue, event) -> None:
         with self.lock:
             self.items.append((queue, event))
-            wake = len(self.items) == 1
-        if wake:
-            try:
-                self.loop.call_soon_threadsafe(self._deliver)
-            except RuntimeError:  # the loop is closed (the server stopped): nobody listens
-                with self.lock:
-                    self.items.clear()
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self.items or self.woken:
+                return
+            self.woken = True
+        try:
+            self.loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed (the server stopped): nobody listens
+            with self.lock:
+                self.items.clear()
 
     def _deliver(self) -> None:
         with self.lock:
-            items, self.items = self.items, []
+            items, self.items, self.woken = self.items, [], False
         for queue, event in items:
             queue.put_nowait(event)
 
