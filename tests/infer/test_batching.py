@@ -16,6 +16,7 @@ from lmforge.errors import LmforgeError
 from lmforge.infer import Sampling, generate
 from lmforge.infer.batching import Request, Scheduler
 from lmforge.models import Transformer
+from tests.numerics import model_lengths, reorder_bound
 
 CONFIGS = {
     # GPT-2-like: learned positions, LayerNorm, MHA
@@ -217,3 +218,48 @@ def test_a_separate_decode_model_gets_its_own_pass(model):
     sched.run_until_idle()
     assert prefill_calls == [(1, 12)] and all(s == (1, 2) for s in decode_calls[:5])
     assert [s.ids for s in seqs] == [alone(model, r) for r in reqs]
+
+
+def test_prompt_logprobs_equal_one_forward_pass_over_the_prompt(model):
+    p = prompt(17, 5)
+    with torch.no_grad():
+        logits = model(torch.tensor([p]))[0].float()
+    reference = logits.log_softmax(-1)  # (17, vocab)
+    sched = Scheduler(model, max_batch=4, prefill_chunk=5)  # the prompt in 4 pieces
+    neighbour = sched.submit(Request(prompt(4, 1), 30))
+    sched.step()
+    scored = sched.submit(Request(p, 3, prompt_logprobs=True, top_logprobs=2))
+    score_only = sched.submit(Request(p, 0, prompt_logprobs=True))
+    sched.run_until_idle()
+    assert scored.prompt_choices[0].id == p[0] and scored.prompt_choices[0].logprob is None
+    got = [c.logprob for c in scored.prompt_choices[1:]]
+    want = [float(reference[j - 1, p[j]]) for j in range(1, 17)]
+    # two fp32 evaluations of the same logits in another grouping, then a log-sum-exp
+    bound = reorder_bound(
+        model_lengths(model, 17) + [model.config.vocab_size], float(logits.abs().max())
+    )
+    assert got == pytest.approx(want, abs=bound)
+    for j, c in enumerate(scored.prompt_choices[1:], start=1):
+        values, ids = reference[j - 1].topk(2)
+        assert [i for i, _ in c.top] == ids.tolist()
+        assert [v for _, v in c.top] == pytest.approx(values.tolist(), abs=bound)
+    assert [c.id for c in scored.prompt_choices] == p
+    assert scored.ids == alone(model, Request(p, 3))  # scoring does not change the answer
+    assert score_only.finish_reason == "length" and score_only.ids == []
+    assert [c.logprob for c in score_only.prompt_choices[1:]] == pytest.approx(want, abs=bound)
+    assert neighbour.ids == alone(model, Request(prompt(4, 1), 30))
+
+
+def test_logit_bias_bans_and_forces_tokens(model):
+    p = prompt(6, 3)
+    greedy = alone(model, Request(p, 8))
+    banned = alone(model, Request(p, 8, logit_bias={greedy[0]: -100}))
+    assert banned[0] != greedy[0]
+    with torch.no_grad():
+        ranked = model(torch.tensor([p]))[0, -1].argsort(descending=True).tolist()
+    assert banned[0] == ranked[1]  # the runner-up takes its place
+    assert alone(model, Request(p, 8, logit_bias={5: 100})) == [5] * 8
+    sampled = Request(p, 8, Sampling(temperature=1.0), seed=3, logit_bias={7: 100})
+    assert alone(model, sampled) == [7] * 8
+    with pytest.raises(LmforgeError, match="logit_bias"):
+        Scheduler(model).submit(Request(p, 8, logit_bias={97: 1}))

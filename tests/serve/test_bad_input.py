@@ -63,6 +63,12 @@ LONG_STREAM = {**COMPLETION, "prompt": "USER: good day", "max_tokens": 100, "tem
         ([1, 2], None, ""),
         ({**COMPLETION, "seed": 2**63}, "seed", "less than"),  # the API's seed is an int64
         ({**COMPLETION, "stream_options": {"include_usage": True}}, None, "only allowed when"),
+        ({**COMPLETION, "logit_bias": {"abc": 1}}, "logit_bias", "token ids as strings"),
+        ({**COMPLETION, "logit_bias": {"5": 101}}, "logit_bias", "[-100, 100]"),
+        ({**COMPLETION, "logit_bias": {"100000": 1}}, "logit_bias", "not in [0,"),
+        ({**COMPLETION, "best_of": 2, "n": 3}, None, "at least n"),
+        ({**COMPLETION, "best_of": 3, "stream": True}, None, "cannot be streamed"),
+        ({**COMPLETION, "suffix": "the end"}, None, "fill in the middle"),
     ],
 )
 def test_invalid_completion_requests_are_400(server, body, param, fragment):
@@ -78,6 +84,18 @@ def test_chat_wrong_types_and_prompt_over_the_context(server):
     assert error["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError, match="context"):
         server.client().chat.completions.create(model="tiny", messages=long["messages"])
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "does not call tools"),
+        ({"response_format": {"type": "json_object"}}, "does not constrain"),
+    ],
+)
+def test_tools_and_json_output_are_refused_with_the_reason(server, extra, fragment):
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], **extra}
+    assert_error(post(server, "/v1/chat/completions", body), 400, None, fragment)
 
 
 def test_top_logprobs_without_logprobs_is_400(server):

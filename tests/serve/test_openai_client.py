@@ -139,6 +139,77 @@ def test_logprobs_are_the_engines(server, reference):
         assert item.top_logprobs[0].logprob == pytest.approx(item.logprob)
 
 
+def test_echo_with_logprobs_scores_the_prompt_as_one_forward_pass(server, reference):
+    """lm-evaluation-harness's use of the API: echo, logprobs and max_tokens 0 give each
+    prompt token's log-probability given those before it."""
+    model, tok = reference
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    with torch.no_grad():
+        logp = model(torch.tensor([ids]))[0].float().log_softmax(-1)
+    want = [None] + [float(logp[j - 1, ids[j]]) for j in range(1, len(ids))]
+    c = server.client()
+    scored = c.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=0, echo=True, logprobs=1
+    ).choices[0]
+    assert scored.text == PROMPT and scored.finish_reason == "length"
+    lp = scored.logprobs
+    assert lp.tokens == [tok.decode([i]) for i in ids]
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert lp.token_logprobs[1:] == pytest.approx(want[1:], abs=1e-4)
+    assert lp.text_offset == [len(tok.decode(ids[:j])) for j in range(len(ids))]
+    assert all(len(top) == 1 for top in lp.top_logprobs[1:])
+    # with new tokens: the prompt's entries, then the answer's, whole and streamed alike
+    kwargs = dict(model="tiny", prompt=PROMPT, max_tokens=6, temperature=0, echo=True, logprobs=1)
+    whole = c.completions.create(**kwargs).choices[0]
+    plain = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=6, temperature=0)
+    assert whole.text == PROMPT + plain.choices[0].text
+    assert whole.logprobs.token_logprobs[: len(ids)] == lp.token_logprobs
+    assert len(whole.logprobs.tokens) == len(ids) + plain.usage.completion_tokens
+    assert whole.logprobs.text_offset[len(ids)] == len(PROMPT)
+    chunks = [ch.choices[0] for ch in c.completions.create(stream=True, **kwargs) if ch.choices]
+    assert "".join(ch.text for ch in chunks) == whole.text
+    streamed = [x for ch in chunks if ch.logprobs for x in ch.logprobs.token_logprobs]
+    assert streamed == whole.logprobs.token_logprobs
+
+
+def test_logit_bias_bans_and_forces_tokens(server, reference):
+    model, tok = reference
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]))[0, -1].float()
+    ranked = logits.argsort(descending=True).tolist()
+    c = server.client()
+    first = c.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=1, temperature=0, logprobs=1,
+        logit_bias={str(ranked[0]): -100},
+    ).choices[0]  # fmt: skip
+    assert first.text == tok.decode([ranked[1]])  # the runner-up, and the model's own logprob
+    want = float(logits.log_softmax(-1)[ranked[1]])
+    assert first.logprobs.token_logprobs[0] == pytest.approx(want, abs=1e-4)
+    forced = ranked[5]  # an unlikely token, forced at every step
+    chat = c.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+        temperature=1.0, seed=1, logit_bias={str(forced): 100},
+    )  # fmt: skip
+    assert chat.choices[0].message.content == tok.decode([forced] * 4)
+
+
+def test_best_of_returns_the_choice_with_the_best_mean_logprob(server):
+    c = server.client()
+    kwargs = dict(model="tiny", prompt=PROMPT, max_tokens=12, temperature=1.0, seed=9)
+    every = c.completions.create(n=4, logprobs=0, **kwargs)
+    means = [sum(ch.logprobs.token_logprobs) / len(ch.logprobs.token_logprobs)
+             for ch in every.choices]  # fmt: skip
+    best = c.completions.create(best_of=4, **kwargs)  # choice k still draws with seed + k
+    assert [ch.index for ch in best.choices] == [0]
+    assert best.choices[0].text == every.choices[means.index(max(means))].text
+    assert best.choices[0].logprobs is None  # ranked by them, returned only when asked
+    assert best.usage.completion_tokens == every.usage.completion_tokens  # all 4 generated
+    two = c.completions.create(best_of=4, n=2, **kwargs)
+    order = sorted(range(4), key=lambda k: -means[k])[:2]
+    assert [ch.text for ch in two.choices] == [every.choices[k].text for k in order]
+
+
 def test_penalties_count_generated_tokens_only_as_openai_defines(server, reference):
     """Greedy with presence and frequency penalties against a plain loop: a full forward
     pass per token (no cache), logits - frequency x count - presence x (count > 0) over

@@ -81,7 +81,12 @@ class Request:
     """What one sequence asks for. `on_token(sequence, choice)` sees each token as it is
     chosen and returns True to end the sequence there (a stop string, say; the token is
     kept). `penalize_prompt` counts the prompt's tokens in the penalties (as `generate`
-    does) or only the generated ones (OpenAI's API)."""
+    does) or only the generated ones (OpenAI's API). `logit_bias` {id: bias} is added to
+    the logits before the choice (-100 bans a token in practice, +100 forces it); reported
+    log-probabilities stay the model's own. `prompt_logprobs` scores the prompt itself:
+    `Sequence.prompt_choices` gets each prompt token's log-probability given the tokens
+    before it (None for the first), with the `top_logprobs` most likely; then
+    max_new_tokens may be 0 (scoring without generating)."""
 
     prompt: list[int]
     max_new_tokens: int = 64
@@ -91,6 +96,8 @@ class Request:
     logprobs: bool = False
     top_logprobs: int = 0
     penalize_prompt: bool = True
+    logit_bias: dict[int, float] | None = None
+    prompt_logprobs: bool = False
     on_token: Callable[[Sequence, TokenChoice], bool] | None = None
     on_finish: Callable[[Sequence], None] | None = None
 
@@ -108,6 +115,7 @@ class Sequence:
         self.request = request
         self.ids: list[int] = []
         self.choices: list[TokenChoice] = []
+        self.prompt_choices: list[TokenChoice] = []  # with request.prompt_logprobs
         self.finish_reason: str | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -311,6 +319,9 @@ class Scheduler:
             )
         if request.max_new_tokens < 0:
             raise LmforgeError(f"max_new_tokens must be >= 0 (got {request.max_new_tokens})")
+        vocab = self.model.config.vocab_size
+        if any(not 0 <= int(i) < vocab for i in request.logit_bias or ()):
+            raise LmforgeError(f"logit_bias keys must be token ids in [0, {vocab})")
         seq = Sequence(request, self.device)
         with self._lock:
             self.waiting.append(seq)
@@ -358,7 +369,7 @@ class Scheduler:
         for seq in queue:
             if budget <= 0 or len(pieces) >= free:
                 break
-            if seq.request.max_new_tokens == 0:
+            if seq.request.max_new_tokens == 0 and not seq.request.prompt_logprobs:
                 self._finish(seq, "length")
                 continue
             take = min(budget, len(seq.request.prompt) - seq.prefilled)
@@ -387,32 +398,67 @@ class Scheduler:
             positions += range(seq.prefilled, seq.prefilled + take)
             spans.append((seq.scratch, a, len(ids)))
             seq.prefilled += take
-        joining = [(seq, b - 1) for (seq, _), (_, _, b) in zip(pieces, spans)
-                   if seq.prefilled == len(seq.request.prompt)]  # fmt: skip
+        # the head runs only where a token is chosen or a prompt token scored:
+        # (sequence, its first row of logits, rows, prompt position of the first)
+        at, scored = list(range(n)), []
+        for (seq, take), (_, a, b) in zip(pieces, spans):
+            if seq.request.prompt_logprobs:
+                scored.append((seq, len(at), b - a, seq.prefilled - take))
+                at += range(a, b)
+            elif seq.prefilled == len(seq.request.prompt):
+                scored.append((seq, len(at), 1, seq.prefilled - 1))
+                at.append(b - 1)
         row = torch.tensor([ids], device=self.device)
         cache = _StepCache(self.cache, n, mask, spans)
         body = model.body(row, cache=cache, positions=torch.tensor([positions], device=self.device))
-        # the head runs only where a token is chosen
-        body.hidden = body.hidden[:, list(range(n)) + [last for _, last in joining]]
+        body.hidden = body.hidden[:, at]
         logits = model.head(body)[0].float()
         if n:
             self.batch_sizes.append(n)
             if len(self.batch_sizes) > 10_000:
                 del self.batch_sizes[:5_000]
             self._choose(rows, logits[:n])
-        for j, (seq, _) in enumerate(joining):
+        for seq, start, count, first in scored:
+            if seq.request.prompt_logprobs:
+                self._score_prompt(seq, logits[start : start + count], first)
+            if seq.prefilled < len(seq.request.prompt):
+                continue
+            if seq.request.max_new_tokens == 0:  # scored, nothing to generate
+                self._finish(seq, "length")
+                continue
             with self._lock:
                 self.waiting.remove(seq)
             slot = len(self.running)
             self.cache.put(slot, seq.scratch, len(seq.request.prompt))
             seq.scratch = None
             self.running.append(seq)
-            self._choose([seq], logits[n + j : n + j + 1])  # its first token
+            last = start + count - 1
+            self._choose([seq], logits[last : last + 1])  # its first token
+
+    def _score_prompt(self, seq: Sequence, logits: torch.Tensor, first: int) -> None:
+        """Rows of `logits` at prompt positions first, first + 1, ...: each scores the
+        prompt token after it."""
+        prompt, top = seq.request.prompt, seq.request.top_logprobs
+        if first == 0:
+            seq.prompt_choices.append(TokenChoice(prompt[0]))
+        nexts = prompt[first + 1 : first + 1 + logits.size(0)]
+        if not nexts:
+            return
+        logp = logits[: len(nexts)].log_softmax(-1)
+        chosen = logp.gather(1, torch.tensor(nexts, device=logp.device)[:, None])[:, 0].tolist()
+        tops = logp.topk(top, dim=-1) if top else None
+        for i, (token, lp) in enumerate(zip(nexts, chosen)):
+            pairs = list(zip(tops.indices[i].tolist(), tops.values[i].tolist())) if top else []
+            seq.prompt_choices.append(TokenChoice(token, lp, pairs))
 
     def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> None:
         """Each row's next token from its logits row, with its own settings."""
         chosen = [0] * len(rows)
-        plain = [i for i, s in enumerate(rows) if _plain_greedy(s.request.sampling)]
+        plain = [
+            i
+            for i, s in enumerate(rows)
+            if _plain_greedy(s.request.sampling) and not s.request.logit_bias
+        ]
         if plain:  # greedy rows without penalties: one arg max for all
             picks = logits[plain].argmax(-1).tolist()
             for i, p in zip(plain, picks):
@@ -429,7 +475,12 @@ class Scheduler:
             ):
                 past = (list(r.prompt) if r.penalize_prompt else []) + seq.ids
                 history = torch.tensor([past or [-1]], device=self.device)
-            chosen[i] = int(r.sampling.choose(logits[i : i + 1], history, seq.generator)[0])
+            row = logits[i : i + 1]
+            if r.logit_bias:
+                row = row.clone()
+                ids = torch.tensor(list(r.logit_bias), device=row.device)
+                row[0, ids] += torch.tensor(list(r.logit_bias.values()), device=row.device)
+            chosen[i] = int(r.sampling.choose(row, history, seq.generator)[0])
         for i, seq in enumerate(rows):
             self._take(seq, chosen[i], logits[i])
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hmac
 import json
+import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -239,6 +241,9 @@ def create_app(backend: Backend, api_key: str | None = None) -> FastAPI:
         settings = _settings(backend, body, max(map(len, prompts)), body.max_tokens, 16)
         settings.logprobs = body.logprobs is not None
         settings.top_logprobs = body.logprobs or 0
+        settings.prompt_logprobs = body.echo and settings.logprobs
+        if body.best_of is not None and body.best_of > body.n:
+            settings.best_of = body.best_of
         echoes = [backend.tokenizer.decode(p) if body.echo else "" for p in prompts]
         return await _respond(request, backend, body, prompts, settings, [], "completion", echoes)
 
@@ -338,12 +343,14 @@ def _settings(backend, body, prompt_len: int, asked, default) -> GenerationSetti
         )
     except Exception as e:  # Sampling's own checks, after pydantic's ranges
         raise ApiError(400, str(e)) from None
+    backend.check_logit_bias(body.logit_bias)
     return GenerationSettings(
         max_tokens=backend.max_tokens(asked, prompt_len, default),
         sampling=sampling,
         seed=body.seed,
         stop=list(body.stop or []),
         n=body.n,
+        logit_bias=body.logit_bias,
     )
 
 
@@ -353,6 +360,9 @@ async def _respond(request, backend, body, prompts, settings, extra_stops, kind,
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     seqs = []
+    wanted = settings.n  # choices returned per prompt
+    if settings.best_of:  # generate best_of, return the n best
+        settings = dataclasses.replace(settings, n=settings.best_of)
     try:
         for p, ids in enumerate(prompts):
             seqs += backend.generate(ids, settings, queue, loop, p * settings.n, extra_stops)
@@ -435,7 +445,10 @@ async def _respond(request, backend, body, prompts, settings, extra_stops, kind,
         if failed:
             raise ApiError(500, f"generation failed: {failed[0].error}")
         usage = _usage(prompt_tokens, sum(d.completion_tokens for d in done.values()))
-        body_out = {**meta, **formatter.envelope(), "choices": formatter.whole(done)}
+        choices_out = formatter.whole(done)
+        if settings.best_of:
+            choices_out = formatter.best(choices_out, wanted)
+        body_out = {**meta, **formatter.envelope(), "choices": choices_out}
         return {**body_out, "usage": usage}
     finally:
         finish()
@@ -467,6 +480,7 @@ class _Formatter:
         self.echoes = echoes
         self.text: dict[int, str] = {}
         self.tokens: dict[int, list] = {}
+        self.prompt_tokens: dict[int, list] = {}  # echo with logprobs: the prompt, scored
         self.offset: dict[int, int] = {}
 
     def envelope(self) -> dict:
@@ -481,6 +495,9 @@ class _Formatter:
         return self.echoes[index // self.settings.n]
 
     def add(self, piece: Piece) -> None:
+        if piece.prompt:
+            self.prompt_tokens[piece.index] = piece.tokens
+            return
         if piece.index not in self.text:
             self.text[piece.index] = self._echo(piece.index)
         self.text[piece.index] += piece.text
@@ -504,20 +521,25 @@ class _Formatter:
             content.append(item)
         return {"content": content, "refusal": None}
 
-    def _completion_logprobs(self, index: int, tokens) -> dict | None:
+    def _completion_logprobs(self, index: int, tokens, prompt: bool = False) -> dict | None:
+        """The legacy shape; the prompt's tokens (echo) start at offset 0 and the first has
+        no log-probability, the new ones start after the echoed text."""
         if not self.settings.logprobs:
             return None
         text = self.backend.token_text
-        offset = self.offset.get(index, len(self._echo(index)))
+        offset = 0 if prompt else self.offset.get(index, len(self._echo(index)))
         out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         for c in tokens:
             t = text(c.id)
             out["tokens"].append(t)
             out["token_logprobs"].append(c.logprob)
-            out["top_logprobs"].append({text(i): lp for i, lp in c.top})
+            out["top_logprobs"].append(
+                None if c.logprob is None else {text(i): lp for i, lp in c.top}
+            )
             out["text_offset"].append(offset)
             offset += len(t)
-        self.offset[index] = offset
+        if not prompt:
+            self.offset[index] = offset
         return out
 
     # -- stream -------------------------------------------------------------------------
@@ -528,13 +550,20 @@ class _Formatter:
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
             return {**self.chunk_envelope(), "choices": [choice]}
         echo = self._echo(index)
-        if echo:
+        if echo and not self.settings.prompt_logprobs:  # else it comes scored (piece_chunk)
             choice = {"index": index, "text": echo, "logprobs": None, "finish_reason": None}
             return {**self.chunk_envelope(), "choices": [choice]}
         return None
 
     def piece_chunk(self, piece: Piece, n: int) -> dict:
-        if self.kind == "chat":
+        if piece.prompt:
+            choice = {
+                "index": piece.index,
+                "text": self._echo(piece.index),
+                "logprobs": self._completion_logprobs(piece.index, piece.tokens, prompt=True),
+                "finish_reason": None,
+            }
+        elif self.kind == "chat":
             choice = {
                 "index": piece.index,
                 "delta": {"content": piece.text},
@@ -575,14 +604,35 @@ class _Formatter:
                     }
                 )
             else:
+                logprobs = self._completion_logprobs(index, tokens)
+                if logprobs is not None and index in self.prompt_tokens:
+                    scored = self._completion_logprobs(index, self.prompt_tokens[index], True)
+                    logprobs = {k: scored[k] + logprobs[k] for k in logprobs}
                 out.append(
                     {
                         "index": index,
                         "text": text,
-                        "logprobs": self._completion_logprobs(index, tokens),
+                        "logprobs": logprobs,
                         "finish_reason": _reason(done[index]),
                     }
                 )
+        return out
+
+    def best(self, choices: list[dict], n: int) -> list[dict]:
+        """best_of: of each prompt's choices (settings.n of them, in order), the `n` with
+        the highest mean log-probability per generated token, renumbered; ties keep order."""
+        per = self.settings.n
+        out = []
+        for p in range(0, len(choices), per):
+            group = choices[p : p + per]
+
+            def mean(choice: dict) -> float:
+                tokens = self.tokens.get(choice["index"], [])
+                return sum(c.logprob for c in tokens) / len(tokens) if tokens else -math.inf
+
+            ranked = sorted(group, key=mean, reverse=True)[:n]
+            for j, choice in enumerate(ranked):
+                out.append({**choice, "index": p // per * n + j})
         return out
 
 

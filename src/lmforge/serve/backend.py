@@ -54,15 +54,20 @@ class GenerationSettings:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
+    logit_bias: dict[int, float] | None = None
+    prompt_logprobs: bool = False  # completions with echo and logprobs: score the prompt
+    best_of: int | None = None  # completions: `n` of this many, by mean log-probability
 
 
 @dataclass
 class Piece:
-    """New text of choice `index`, with the tokens it came from."""
+    """New text of choice `index`, with the tokens it came from; `prompt`: the prompt's
+    own tokens, scored (its text is the echo, not new)."""
 
     index: int
     text: str
     tokens: list[TokenChoice]
+    prompt: bool = False
 
 
 @dataclass
@@ -207,6 +212,14 @@ class Backend:
                 "context_length_exceeded",
             )
 
+    def check_logit_bias(self, bias: dict[int, float] | None) -> None:
+        vocab = self.tokenizer.vocab_size
+        wrong = [i for i in bias or () if not 0 <= i < vocab]
+        if wrong:
+            raise ApiError(
+                400, f"logit_bias: token id {wrong[0]} is not in [0, {vocab})", "logit_bias"
+            )
+
     def max_tokens(self, asked: int | None, prompt_len: int, default: int | None) -> int:
         cap = self.limits.max_tokens
         if asked is not None and cap is not None and asked > cap:
@@ -249,7 +262,13 @@ class Backend:
         def put(event) -> None:
             outbox.put(queue, event)
 
+        def scored_prompt(seq: Sequence) -> None:  # once, before the first new text
+            if settings.prompt_logprobs and seq.prompt_choices:
+                put(Piece(index, "", list(seq.prompt_choices), prompt=True))
+                seq.prompt_choices = []
+
         def on_token(seq: Sequence, choice: TokenChoice) -> bool:
+            scored_prompt(seq)
             now = time.perf_counter()
             if len(seq.ids) == 1:
                 metrics.ttft.observe(now - seq.submitted)
@@ -266,6 +285,7 @@ class Backend:
 
         def on_finish(seq: Sequence) -> None:
             if seq.finish_reason not in ("cancelled", "error"):
+                scored_prompt(seq)
                 rest = stream.finish()
                 if rest or pending:
                     put(Piece(index, rest, list(pending)))
@@ -279,9 +299,12 @@ class Backend:
             settings.sampling,
             seed=seed,
             stop_ids=self.stop_ids,
-            logprobs=settings.logprobs,
+            # best_of ranks the choices by their tokens' log-probabilities
+            logprobs=settings.logprobs or bool(settings.best_of),
             top_logprobs=settings.top_logprobs,
             penalize_prompt=False,  # OpenAI's penalties count the generated tokens only
+            logit_bias=settings.logit_bias,
+            prompt_logprobs=settings.prompt_logprobs,
             on_token=on_token,
             on_finish=on_finish,
         )

@@ -4,8 +4,10 @@ Field names, defaults and ranges are the API's (platform.openai.com/docs/api-ref
 temperature in [0, 2] (default 1), top_p in (0, 1], presence and frequency penalties in
 [-2, 2], up to 4 stop strings, `logprobs` an integer up to 5 for completions and a flag
 with `top_logprobs` up to 20 for chat. `top_k`, `min_p` and `repetition_penalty` are
-extensions (as vLLM and llama.cpp's servers take them). Unknown fields are refused, so a
-misspelt setting is an error rather than silently ignored. A field sent as `null` takes
+extensions (as vLLM and llama.cpp's servers take them). `logit_bias` maps token ids (as
+strings) to biases in [-100, 100]. Unknown fields are refused, so a misspelt setting is an
+error rather than silently ignored; `suffix`, `tools`, `functions` and a JSON
+`response_format` are known and refused with the reason. A field sent as `null` takes
 its default, as the API allows (clients such as LangChain send nulls). Responses are built
 as plain dicts in app.py, field for field as the API defines them.
 """
@@ -62,7 +64,21 @@ class _Generation(BaseModel):
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    logit_bias: dict[str, float] | None = None
     user: str | None = None  # accepted, unused
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v):
+        """{"token id": bias in [-100, 100]} -> {id: bias}."""
+        out = {}
+        for key, bias in (v or {}).items():
+            if not key.strip().lstrip("-").isdigit():
+                raise ValueError(f"keys are token ids as strings, like \"50256\" (got {key!r})")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"biases are in [-100, 100] (got {bias} for {key})")
+            out[int(key)] = bias
+        return out or None
 
     @field_validator("stop")
     @classmethod
@@ -81,6 +97,21 @@ class CompletionRequest(_Generation):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
+    best_of: int | None = Field(None, ge=1, le=16)
+    suffix: str | None = None
+
+    @model_validator(mode="after")
+    def _best_of_and_suffix(self):
+        if self.best_of is not None and self.best_of < self.n:
+            raise ValueError(f"best_of ({self.best_of}) must be at least n ({self.n})")
+        if self.best_of is not None and self.best_of > self.n and self.stream:
+            raise ValueError("best_of cannot be streamed: the best are known only at the end")
+        if self.suffix:
+            raise ValueError(
+                "suffix (insertion between a prompt and a suffix) needs a model trained to "
+                "fill in the middle; this server only continues the prompt"
+            )
+        return self
 
     @field_validator("prompt")
     @classmethod
@@ -111,11 +142,25 @@ class ChatCompletionRequest(_Generation):
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # known to the API, refused with a reason (below) rather than as unknown fields
+    tools: list | None = None
+    functions: list | None = None
+    response_format: dict | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
+        if self.tools or self.functions:
+            raise ValueError(
+                "tools and functions: this server does not call tools (its models have no "
+                "tool-calling format); describe the tool in a message instead"
+            )
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            raise ValueError(
+                "response_format: only {\"type\": \"text\"}; this server does not constrain "
+                "the output to JSON"
+            )
         return self
 
 
