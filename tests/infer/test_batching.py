@@ -263,3 +263,15 @@ def test_logit_bias_bans_and_forces_tokens(model):
     assert alone(model, sampled) == [7] * 8
     with pytest.raises(LmforgeError, match="logit_bias"):
         Scheduler(model).submit(Request(p, 8, logit_bias={97: 1}))
+
+
+def test_a_step_with_nothing_to_run_is_a_no_op(model):
+    sched = Scheduler(model, max_batch=2)
+    sched.step()  # idle
+    cancelled = sched.submit(Request(prompt(5, 1), 5))
+    cancelled.cancel()
+    sched.step()  # the only request leaves before it reaches the model
+    assert cancelled.finish_reason == "cancelled" and not sched.busy
+    done = sched.submit(Request(prompt(5, 1), 5))
+    sched.run_until_idle()
+    assert done.ids == alone(model, Request(prompt(5, 1), 5))

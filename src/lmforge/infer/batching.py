@@ -347,7 +347,8 @@ class Scheduler:
         pieces = self._pieces()
         rows = list(self.running)
         if self.decode_model is self.model:
-            self._forward(self.model, rows, pieces)
+            if rows or pieces:
+                self._forward(self.model, rows, pieces)
         else:  # mixed precision: the prompt through `model`, the decode through its copy
             if pieces:
                 self._forward(self.model, [], pieces)
