@@ -26,7 +26,8 @@ gets `--threads` torch threads (1 by default, the same for both): on 2 cores tha
 generator and other jobs share, a 2-thread OpenMP team waits for a core at every parallel
 region, which made single decode steps take up to hundreds of milliseconds here.
 
-    .venv/bin/python benchmarks/serve.py                      # ~4-6 minutes on 2 cores
+    .venv/bin/python benchmarks/serve.py                      # ~6-8 minutes on 2 cores
+    .venv/bin/python benchmarks/serve.py --precision auto --reference none   # the default
     .venv/bin/python benchmarks/serve.py --models demo --requests 16
     .venv/bin/python benchmarks/serve.py --reference none     # ours only
 
@@ -407,7 +408,7 @@ def main() -> None:
     p.add_argument("--models", default="demo,gpt2", help="demo, gpt2 (comma separated)")
     p.add_argument("--demo", default=str(ROOT / "runs" / "demo"), help="the demo run")
     p.add_argument("--clients", default="1,4,8,16")
-    p.add_argument("--requests", type=int, default=None, help="default: demo 96, gpt2 16")
+    p.add_argument("--requests", type=int, default=None, help="default: demo 96, gpt2 48")
     p.add_argument("--tokens", type=int, default=None, help="max_tokens up to (demo 64, gpt2 32)")
     p.add_argument("--reference", default="auto", choices=["auto", "transformers", "wrapper",
                                                             "none"])  # fmt: skip
@@ -444,7 +445,9 @@ def main() -> None:
                 continue
             w = workload("demo", demo, args.requests or 96, args.tokens or 64)
         elif name == "gpt2":
-            w = workload("gpt2-124m", gpt2_shaped(tmp / "gpt2-124m"), args.requests or 16,
+            # 48: with 16, 8 clients made two rounds, and the last one's ramp-down (fewer
+            # than 8 in the batch) was a third of the run
+            w = workload("gpt2-124m", gpt2_shaped(tmp / "gpt2-124m"), args.requests or 48,
                          args.tokens or 32)  # fmt: skip
         else:
             raise SystemExit(f"unknown model {name!r}: demo or gpt2")
