@@ -4,7 +4,9 @@ The server runs as `lmforge serve` in a subprocess on 127.0.0.1; C clients (http
 client) each send, one after another, a random mix of:
 
     chat, chat_stream               /v1/chat/completions, whole and streamed (include_usage)
-    completion, completion_stream   /v1/completions, sometimes n = 2, logprobs, stop strings
+    completion, completion_stream   /v1/completions, sometimes n = 2, logprobs, stop strings,
+                                    logit_bias, best_of (whole ones)
+    score                           the prompt scored: echo, logprobs, max_tokens 0
     cancel                          a stream left after 1-3 chunks (the slot must be freed)
     bad                             malformed JSON, wrong type, negative max_tokens, unknown
                                     model or path, a prompt over the context, a body over
@@ -112,7 +114,26 @@ class Soak:
                 "prompt": self.rng.choice(PROMPTS), "n": self.rng.choice([1, 1, 2])}  # fmt: skip
         if self.rng.random() < 0.2:
             body["logprobs"] = 1
+        if self.rng.random() < 0.1:  # ban or favour a token
+            body["logit_bias"] = {str(self.rng.randint(0, 20)): self.rng.choice([-100, 5])}
+        if not stream and self.rng.random() < 0.1:
+            body["best_of"] = body["n"] + 1
         return body
+
+    async def score(self, client) -> None:
+        """echo + logprobs + max_tokens 0: the prompt scored, nothing generated."""
+        body = {"model": self.model, "prompt": self.rng.choice(PROMPTS), "echo": True,
+                "logprobs": 1, "max_tokens": 0}  # fmt: skip
+        r = await client.post(self.url + "/v1/completions", json=body)
+        expect(r.status_code == 200, f"HTTP {r.status_code}: {r.text[:200]}")
+        out = r.json()
+        ch, usage = out["choices"][0], out["usage"]
+        lp = ch["logprobs"]
+        expect(ch["finish_reason"] == "length", f"finish_reason {ch['finish_reason']}")
+        expect(usage["completion_tokens"] == 0, f"generated tokens: {usage}")
+        expect(len(lp["tokens"]) == usage["prompt_tokens"], "not one entry per prompt token")
+        expect(lp["token_logprobs"][0] is None, "the first prompt token has a logprob")
+        expect(all(x <= 0 for x in lp["token_logprobs"][1:]), "a logprob above 0")
 
     # -- the kinds ----------------------------------------------------------------------
 
@@ -126,7 +147,7 @@ class Soak:
             expect(ch["finish_reason"] in ("stop", "length"), f"finish_reason {ch}")
             text = ch["message"]["content"] if chat else ch["text"]
             expect(isinstance(text, str), f"no text: {ch}")
-        check_usage(out.get("usage"), n, body["max_tokens"])
+        check_usage(out.get("usage"), body.get("best_of") or n, body["max_tokens"])
 
     async def streamed(self, client, path: str, body: dict, chat: bool) -> None:
         body = {**body, "stream_options": {"include_usage": True}}
@@ -204,6 +225,8 @@ class Soak:
             await self.streamed(client, "/v1/completions", self.completion_body(True), False)
         elif kind == "cancel":
             await self.cancel(client)
+        elif kind == "score":
+            await self.score(client)
         elif kind == "bad":
             await self.bad(client)
         else:
@@ -212,7 +235,7 @@ class Soak:
 
 
 MIX = {"chat": 3, "chat_stream": 3, "completion": 3, "completion_stream": 3, "cancel": 2,
-       "bad": 2, "health": 0.5, "metrics": 0.5}  # fmt: skip
+       "score": 1, "bad": 2, "health": 0.5, "metrics": 0.5}  # fmt: skip
 
 
 async def soak(url, model, context, pid, seconds, clients, seed) -> dict:
