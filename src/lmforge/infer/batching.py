@@ -159,9 +159,8 @@ class _SlotLayer(LayerCache):
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cache
         n = k.size(0)
-        rows = torch.arange(n, device=k.device)
-        self.k[rows, :, c.columns] = k[:, :, 0].to(self.k.dtype)
-        self.v[rows, :, c.columns] = v[:, :, 0].to(self.v.dtype)
+        self.k[c.rows, :, c.columns] = k[:, :, 0].to(self.k.dtype)
+        self.v[c.rows, :, c.columns] = v[:, :, 0].to(self.v.dtype)
         return self.k[:n, :, : c.width], self.v[:n, :, : c.width]
 
 
@@ -175,6 +174,7 @@ class SlotCache(KVCache):
         self.capacity = min(start_capacity, max_capacity)
         self.width = 1  # of the current decode step: longest length + 1
         self.columns: torch.Tensor | None = None  # each row's write position this step
+        self.rows: torch.Tensor | None = None  # 0..n-1, the step's rows
 
     def layer(self, i: int) -> LayerCache:
         return self.layers[i]
@@ -388,6 +388,7 @@ class Scheduler:
             self.cache.reserve(width)
             self.cache.width = width
             self.cache.columns = lengths
+            self.cache.rows = torch.arange(n, device=self.device)
             mask = (torch.arange(width, device=self.device)[None, :] <= lengths[:, None])[
                 :, None, None, :
             ]

@@ -31,8 +31,10 @@ class TransposedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        w = self.weight_t.to(x.dtype)
-        out = flat @ w if self.bias is None else torch.addmm(self.bias.to(x.dtype), flat, w)
+        w, b = self.weight_t, self.bias
+        if w.dtype != x.dtype:  # an autocast region: compute in its dtype
+            w, b = w.to(x.dtype), None if b is None else b.to(x.dtype)
+        out = flat @ w if b is None else torch.addmm(b, flat, w)
         return out.view(*x.shape[:-1], self.out_features)
 
 
