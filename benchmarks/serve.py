@@ -190,13 +190,18 @@ def lmforge_server(w: Workload, precision: str, max_batch: int) -> Server:
     return Server(cmd, port, w.name, "lmforge serve")
 
 
-def transformers_server(w: Workload) -> Server:
+def transformers_server(w: Workload, continuous: bool = False) -> Server:
+    """transformers serve; `continuous`: with its --continuous-batching (paged attention)."""
     port = free_port()
     offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     exe = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
     cmd = [exe, "serve", str(w.hf), "--device", "cpu", "--dtype", "float32",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    return Server(cmd, port, str(w.hf), "transformers serve", offline)
+    label = "transformers serve"
+    if continuous:
+        cmd.append("--continuous-batching")
+        label = "transformers serve cb"
+    return Server(cmd, port, str(w.hf), label, offline)
 
 
 def wrapper_server(w: Workload) -> Server:
@@ -410,8 +415,9 @@ def main() -> None:
     p.add_argument("--clients", default="1,4,8,16")
     p.add_argument("--requests", type=int, default=None, help="default: demo 96, gpt2 48")
     p.add_argument("--tokens", type=int, default=None, help="max_tokens up to (demo 64, gpt2 32)")
-    p.add_argument("--reference", default="auto", choices=["auto", "transformers", "wrapper",
-                                                            "none"])  # fmt: skip
+    p.add_argument("--reference", default="auto",
+                   choices=["auto", "transformers", "transformers-cb", "wrapper", "none"],
+                   help="transformers-cb: transformers serve --continuous-batching")  # fmt: skip
     p.add_argument("--reference-clients", default="1,8")
     p.add_argument("--precision", default="fp32", help="lmforge's (fp32: as the reference)")
     p.add_argument("--max-batch", type=int, default=16)
@@ -474,9 +480,12 @@ def main() -> None:
             server.stop()
         ref_rows = []
         if reference != "none":
-            ref = transformers_server(w) if reference == "transformers" else wrapper_server(w)
+            if reference.startswith("transformers"):
+                ref = transformers_server(w, continuous=reference == "transformers-cb")
+            else:
+                ref = wrapper_server(w)
             try:
-                usage = reference == "transformers"  # it reports usage when streaming
+                usage = reference.startswith("transformers")  # it reports usage when streaming
                 warm_up(ref, w, usage)
                 for c in ref_clients:
                     row = measure(ref, w, c, usage, args.time_limit)
