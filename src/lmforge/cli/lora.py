@@ -16,7 +16,8 @@ def register(sub) -> None:
         "directory with adapter_config.json and adapter_model.safetensors, such as "
         "`lmforge finetune --method lora` writes in OUTPUT/adapter or peft saves), add each "
         "adapter's (alpha / r) B A to its weight and write OUT, an lmforge model directory "
-        "(with BASE's tokenizer).",
+        "(with BASE's tokenizer). A task head the adapter saved (PEFT's modules_to_save, "
+        "e.g. a classifier) replaces BASE's head.",
     )
     merge.add_argument("base", help="base model directory")
     merge.add_argument("adapter", help="PEFT LoRA adapter directory")
@@ -30,10 +31,14 @@ def run_merge(args, extra) -> int:
     from lmforge.fileio import check_new_directory, staged_directory
     from lmforge.infer.loading import load_tokenizer
     from lmforge.models import from_pretrained, save_model_dir
-    from lmforge.models.lora import load_peft_adapter, merge_lora
+    from lmforge.models.lora import adapter_head, load_peft_adapter, merge_lora
+    from lmforge.tasks import with_head
 
     check_new_directory(args.output, args.overwrite)
     model = from_pretrained(args.base)
+    head = adapter_head(args.adapter)
+    if head is not None and (model.config.head, model.config.num_labels) != head:
+        model = with_head(model, *head)  # a task head trained with the adapter: its place
     adapted = load_peft_adapter(model, args.adapter)
     merge_lora(model)
     with staged_directory(args.output) as out:  # all of it, or nothing
