@@ -53,6 +53,28 @@ VARIANTS = {
     "no-wd": {"train.weight_decay": 0.0},
     "no-es": {"train.early_stopping_patience": 0},  # run every step, keep the best evaluation
     "ls0.1": {"task.label_smoothing": 0.1},
+    "dropout0": {"model.dropout": 0.0},  # MiniLM's own is 0.1
+    "dropout0.2": {"model.dropout": 0.2},
+    # LoRA against full fine-tuning (issue 18): "lora" is --method lora with its defaults;
+    # the others take one of its settings back or try another
+    "lora": {"method": "lora"},
+    "lora-qv-1e-4": {"method": "lora", "lora.targets": "q,v", "train.learning_rate": 1e-4},
+    "lora-qv-1e-3": {"method": "lora", "lora.targets": "q,v", "train.learning_rate": 1e-3},
+    "lora-all-1e-4": {
+        "method": "lora",
+        "lora.targets": "q,k,v,out,up,down",
+        "train.learning_rate": 1e-4,
+    },
+    "lora-all-5e-4": {
+        "method": "lora",
+        "lora.targets": "q,k,v,out,up,down",
+        "train.learning_rate": 5e-4,
+    },
+    "lora-all-1e-3": {
+        "method": "lora",
+        "lora.targets": "q,k,v,out,up,down",
+        "train.learning_rate": 1e-3,
+    },
 }
 TONE_SIZES = {"train": 70, "valid": 10, "test": 100}  # per class
 GENRE_PER_PLAY = 6
@@ -110,8 +132,8 @@ def run_lmforge(method: str, data: Path, seed: int, out: Path) -> dict:
 
     variant = VARIANTS.get(method, {})
     overrides = {"train.seed": seed, "train.precision": "fp32"}
-    overrides |= {k: v for k, v in variant.items() if k.startswith("train.")}
-    kwargs = {"method": "probe" if method == "probe" else "full"}
+    overrides |= {k: v for k, v in variant.items() if k.startswith(("train.", "lora.", "model."))}
+    kwargs = {"method": "probe" if method == "probe" else variant.get("method", "full")}
     kwargs["pooling"] = "auto" if method == "before" else None  # before: BERT's pooler
     options = {k.removeprefix("task."): v for k, v in variant.items() if k.startswith("task.")}
     kwargs["options"] = {"max_length": MAX_LENGTH, **options}
@@ -124,7 +146,7 @@ def run_lmforge(method: str, data: Path, seed: int, out: Path) -> dict:
     records = get_task("classification").read(data / "test.jsonl", {})
     metrics = task.score(task.predict(model, records), records)
     figures = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-               "steps": result["steps"]}  # fmt: skip
+               "steps": result["steps"], "trainable": result["trainable_parameters"]}  # fmt: skip
     if result["probe"] is not None:  # the logistic-regression probe every fine-tune reports
         figures["logreg_valid_accuracy"] = result["probe"]["accuracy"]
     return figures

@@ -10,7 +10,7 @@ import lmforge
 from lmforge.cli import main
 from lmforge.errors import LmforgeError
 from lmforge.models import from_pretrained
-from lmforge.tasks import with_head
+from lmforge.tasks import with_head, with_settings
 from lmforge.tasks.finetune import finetune
 from lmforge.tasks.seq2seq import SEPARATOR
 from lmforge.train.losses import IGNORE
@@ -116,7 +116,62 @@ def test_evaluate_cli_and_bad_inputs(bases, sentiment_files, tmp_path, capsys):
     assert "only the label 'x'" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
     assert main([*args, *files, "--overwrite", "--model.n_layer=3"]) == 2
-    assert "train.* overrides only" in capsys.readouterr().err
+    assert "and model.dropout only, not model.n_layer" in capsys.readouterr().err
+
+
+def train_losses(directory) -> list[float]:
+    rows = map(json.loads, (directory / "metrics.jsonl").read_text().splitlines())
+    return [r["loss"] for r in rows if r["event"] == "train"]
+
+
+def test_model_dropout_is_the_one_model_setting_a_finetune_changes(
+    bases, sentiment_files, tmp_path, capsys
+):
+    def run(name, **extra):
+        return finetune(
+            "sentiment", bases["encoder"], sentiment_files["train"], tmp_path / name,
+            sentiment_files["valid"], epochs=1, progress=False, log=lambda m: None,
+            overrides={**FAST, "train.min_steps": 1, "train.max_steps": 6, **extra},
+        )  # fmt: skip
+
+    run("base")  # the base's own dropout: 0 (tests/tasks/conftest.py)
+    run("same", **{"model.dropout": 0.0})
+    run("half", **{"model.dropout": 0.5})
+    assert train_losses(tmp_path / "same") == train_losses(tmp_path / "base")
+    assert train_losses(tmp_path / "half") != train_losses(tmp_path / "base")
+    config = json.loads((tmp_path / "half" / "config.json").read_text())
+    assert config["model"]["dropout"] == 0.5
+    tuned = from_pretrained(tmp_path / "half")
+    assert {m.p for m in tuned.modules() if isinstance(m, torch.nn.Dropout)} == {0.5}
+    # any other model key, or a probability outside [0, 1): exit 2, nothing written
+    args = ["finetune", "sentiment", "--model", str(bases["encoder"]), "--train",
+            sentiment_files["train"], "--output", str(tmp_path / "bad")]  # fmt: skip
+    for bad, message in [
+        ("--model.n_embd=64", "and model.dropout only, not model.n_embd"),
+        ("--model.dropout=1.5", "model.dropout must be a number in [0, 1)"),
+        ("--model.dropout=some", "model.dropout must be a number in [0, 1)"),
+    ]:
+        assert main([*args, bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
+
+
+def test_with_settings_sets_every_dropout_and_keeps_every_weight(bases):
+    base = with_head(from_pretrained(bases["encoder"]), "sequence-classification", 3)
+    changed = with_settings(base, dropout=0.25)
+    assert changed.config.dropout == 0.25 and base.config.dropout == 0.0
+    drops = [m.p for m in changed.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(drops) > 2 * base.config.n_layer and set(drops) == {0.25}
+    attention = [m.dropout for n, m in changed.named_modules() if n.endswith(".attn")]
+    assert attention and set(attention) == {0.25}  # the attention weights' dropout too
+    a, b = base.state_dict(), changed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ids = torch.randint(5, base.config.vocab_size, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(base.eval()(ids), changed.eval()(ids))
+        assert not torch.equal(changed.train()(ids), changed.train()(ids))  # it drops
+    assert with_settings(base, dropout=0.0) is base
 
 
 def copy_records(n, seed):

@@ -2,6 +2,7 @@
 plain model directory (merged weights) plus the adapters alone in PEFT's layout."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -14,12 +15,13 @@ from lmforge.models import from_pretrained
 from lmforge.models.lora import load_peft_adapter
 from lmforge.tasks import with_head
 from lmforge.tasks.finetune import finetune
-from tests.tasks.conftest import sentiment_records, write_jsonl
+from tests.tasks.conftest import make_base, sentiment_records, write_jsonl
 from tests.tasks.test_finetune import FAST, copy_records, interrupt_at_step_5
+from tests.tasks.test_finetune_defaults import with_st_pooling
 
-# The test bases are random, not pretrained: adapters on q and v alone (the default, for
-# pretrained bases) cannot make their features separate the classes (0.54 accuracy, chance
-# 0.5); on every projection they do (0.96).
+# The test bases are random, not pretrained: adapters on q and v alone cannot make their
+# features separate the classes (0.54 accuracy, chance 0.5); on every projection (the
+# default, `all`) they do (0.96), at a rate for a tiny random model.
 LORA = {
     **FAST,
     "train.learning_rate": 1e-2,
@@ -184,3 +186,55 @@ def test_a_linear_probe_trains_the_head_alone(bases, sentiment, tmp_path):
     with pytest.raises(LmforgeError, match="probe trains a new task head.*translation"):
         finetune("translation", bases["decoder"], sentiment["train"], tmp_path / "t",
                  method="probe", progress=False, log=lambda m: None)  # fmt: skip
+
+
+def test_the_trained_head_goes_into_the_adapter_where_transformers_has_its_class(
+    bases, sentiment, tmp_path
+):
+    """A head that reads BERT's pooler is BertForSequenceClassification's classifier: the
+    adapter saves it as PEFT's modules_to_save, and base + adapter alone rebuild the model.
+    A mean-pooled head (a sentence-transformers base, as all-MiniLM-L6-v2) has no class
+    there: the adapter holds the adapters, and the run says where the head is."""
+    logged = []
+
+    def run(base, name):
+        finetune(
+            "sentiment", base, sentiment["train"], tmp_path / name, sentiment["valid"],
+            epochs=1, method="lora", progress=False, log=logged.append,
+            overrides={**LORA, "train.min_steps": 1, "train.max_steps": 4},
+        )  # fmt: skip
+        return json.loads((tmp_path / name / "adapter" / "adapter_config.json").read_text())
+
+    pooled = make_base(tmp_path, "bert", "wordpiece", "pooled", pooler=True)
+    assert run(pooled, "pooler")["modules_to_save"] == ["classifier"]
+    rebuilt = with_head(from_pretrained(pooled), "sequence-classification", 2)
+    load_peft_adapter(rebuilt, tmp_path / "pooler" / "adapter")
+    tuned = from_pretrained(tmp_path / "pooler")
+    ids = torch.randint(5, tuned.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(ids), tuned(ids), rtol=0, atol=1e-5)
+    assert not any("not the task head" in line for line in logged)
+
+    mean = tmp_path / "mean-base"
+    shutil.copytree(bases["encoder"], mean)
+    config = run(with_st_pooling(mean, pooling_mode_mean_tokens=True), "mean")
+    assert json.loads((tmp_path / "mean" / "config.json").read_text())["model"]["pooling"] == "mean"
+    assert config["modules_to_save"] is None
+    assert any("not the task head" in line and "pooling mean" in line for line in logged)
+
+
+def test_lora_defaults_adapt_every_linear_layer_at_ten_times_the_rate(bases, sentiment, tmp_path):
+    summary = finetune(
+        "sentiment", bases["encoder"], sentiment["train"], tmp_path / "d", sentiment["valid"],
+        epochs=1, method="lora", progress=False, log=lambda m: None,
+        overrides={"train.batch_size": 8, "train.device": "cpu", "train.min_steps": 1,
+                   "train.max_steps": 2},
+    )  # fmt: skip
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert config["train"]["learning_rate"] == 1e-3  # full fine-tuning's is 1e-4
+    assert config["lora"]["targets"] == "all" and config["lora"]["rank"] == 16
+    assert config["lora"]["alpha"] == 32
+    c, r = from_pretrained(bases["encoder"]).config, 16
+    per_block = 4 * r * 2 * c.n_embd + 2 * r * (c.n_embd + c.mlp_width)  # q k v out, up down
+    head = c.n_embd * 2 + 2
+    assert summary["trainable_parameters"] == c.n_layer * per_block + head

@@ -20,8 +20,9 @@ def add_data_options(p) -> None:
 
 
 def register(sub) -> None:
-    from lmforge.tasks.finetune import FINETUNE_DEFAULTS
+    from lmforge.tasks.finetune import FINETUNE_DEFAULTS, LORA_DEFAULTS, METHOD_LEARNING_RATES
 
+    rates = METHOD_LEARNING_RATES
     p = sub.add_parser(
         "finetune",
         help="fine-tune a model on classification, QA, translation, summarization or chat",
@@ -29,10 +30,19 @@ def register(sub) -> None:
         "all-MiniLM-L6-v2) on JSONL/CSV records; the output is a model directory that "
         "`lmforge evaluate TASK` and `lmforge.pipeline` use.",
         epilog="training defaults (override with --train.KEY=VALUE): "
-        + ", ".join(f"{k}={v}" for k, v in FINETUNE_DEFAULTS.items())
-        + "; max_steps covers --epochs (at least min_steps), warmup is 10% of it, evaluation "
-        "once per epoch; where min_steps stretches a small set's run, evaluation comes "
-        "--epochs times in all and a new task head learns at 10x the rate (head_lr_scale)",
+        + ", ".join(f"{k}={v}" for k, v in FINETUNE_DEFAULTS.items() if k != "learning_rate")
+        + f"; learning_rate {rates['full']:g} (--method lora: {rates['lora']:g}, since its "
+        f"adapters start at zero; probe: {rates['probe']:g}); max_steps covers --epochs (at "
+        "least min_steps), warmup is 10% of it, evaluation once per epoch; where min_steps "
+        "stretches a small set's run, evaluation comes --epochs times in all and a new task "
+        "head learns at 10x the method's rate (head_lr_scale). LoRA: "
+        + " ".join(
+            f"--lora.{k}={v:g}" if isinstance(v, float) else f"--lora.{k}={v}"
+            for k, v in LORA_DEFAULTS.items()
+        )  # fmt: skip
+        + " (all: every linear layer of the body); a new task head trains whole with the "
+        "adapters and is saved with them (PEFT's modules_to_save) where transformers has a "
+        "class for it. Of the model's settings only --model.dropout=P may change.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("task", choices=TASK_CHOICES)
@@ -60,8 +70,7 @@ def register(sub) -> None:
         choices=["full", "lora", "probe"],
         default="full",
         help="full: train every weight; lora: low-rank adapters on frozen weights "
-        "(--lora.targets=q,v --lora.rank=8 --lora.alpha=16 --lora.dropout=0.0); probe: a "
-        "linear probe, the new task head alone on frozen features (learning rate 1e-2)",
+        "(settings below); probe: a linear probe, the new task head alone on frozen features",
     )
     p.add_argument(
         "--pooling",

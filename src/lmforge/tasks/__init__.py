@@ -10,7 +10,7 @@ runs a fine-tuned one; tasks/shakespeare.py makes the demo datasets from the bui
 
 from __future__ import annotations
 
-from lmforge.tasks.base import Task, with_head
+from lmforge.tasks.base import Task, with_head, with_settings
 from lmforge.tasks.registry import TASKS, get_task, load_task_model
 
-__all__ = ["TASKS", "Task", "get_task", "load_task_model", "with_head"]
+__all__ = ["TASKS", "Task", "get_task", "load_task_model", "with_head", "with_settings"]

@@ -142,6 +142,17 @@ def with_head(
 HEAD_WITH_LABELS = {"sequence-classification", "token-classification"}
 
 
+def with_settings(model: Transformer, **update) -> Transformer:
+    """A copy of `model` built with config fields `update` (e.g. dropout=0.2), every weight,
+    the head's included, carried over: for settings that change no weight's shape."""
+    config = model.config.model_copy(update=update)
+    if config == model.config:
+        return model
+    copy = Transformer(config)
+    copy.load_state_dict(model.state_dict())
+    return copy.to(next(model.parameters()).device)
+
+
 def task_settings(directory: str | Path) -> dict | None:
     """The "task" section of a model directory's config.json, if it was fine-tuned."""
     return read_config_json(directory).get("task")
