@@ -57,7 +57,7 @@ VARIANTS = {
     "dropout0.2": {"model.dropout": 0.2},
     # LoRA against full fine-tuning (issue 18): "lora" is --method lora with its defaults
     # (every linear layer, rank 16, alpha 32, rate 1e-3); the others are the rank-8 runs of
-    # docs/LOG.md entry 21 (lora-qv-1e-4: the defaults before it)
+    # docs/LOG.md entry 22 (lora-qv-1e-4: the defaults before it)
     "lora": {"method": "lora"},
     "lora-r8": {"method": "lora", "lora.rank": 8, "lora.alpha": 16},
     **{

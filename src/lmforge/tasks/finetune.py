@@ -77,7 +77,7 @@ METHODS = ("full", "lora", "probe")
 # weights: at full fine-tuning's 1e-4, rank 8 on q and v alone, neither they nor the new head
 # moved (genre demo: the majority class, 16.7% against 52.5%). At 10 times that rate, rank
 # 16 on every linear layer, QA F1 is 90.3 against full fine-tuning's 89.8 (rank 8: 86.7; at
-# 5e-4: 76.2); docs/tasks.md, docs/LOG.md entry 21. A probe is a linear model on fixed
+# 5e-4: 76.2); docs/tasks.md, docs/LOG.md entry 22. A probe is a linear model on fixed
 # features: logistic regression's rate.
 METHOD_LEARNING_RATES = {"full": FINETUNE_DEFAULTS["learning_rate"], "lora": 1e-3, "probe": 1e-2}
 
