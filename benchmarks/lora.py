@@ -166,6 +166,7 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, help="tokens per input (default: the task's)")
     parser.add_argument("--lora", action="append", help='e.g. "targets=q,v lr=5e-4"')
     parser.add_argument("--no-full", action="store_true", help="LoRA runs only")
+    parser.add_argument("--seed", type=int, help="train.seed of every run (default: the task's)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -185,6 +186,8 @@ def main() -> int:
         return 0
     runs = [] if args.no_full else [("full", {})]
     runs += [("lora", parse_spec(spec)) for spec in args.lora or ["default"]]
+    if args.seed is not None:  # the same seed for every method
+        runs = [(method, {**settings, "train.seed": args.seed}) for method, settings in runs]
     metric = TASKS[args.task][1]
     results = []
     with tempfile.TemporaryDirectory() as folder:
