@@ -74,7 +74,7 @@ class _Generation(BaseModel):
         out = {}
         for key, bias in (v or {}).items():
             if not key.strip().lstrip("-").isdigit():
-                raise ValueError(f"keys are token ids as strings, like \"50256\" (got {key!r})")
+                raise ValueError(f'keys are token ids as strings, like "50256" (got {key!r})')
             if not -100 <= bias <= 100:
                 raise ValueError(f"biases are in [-100, 100] (got {bias} for {key})")
             out[int(key)] = bias
@@ -158,7 +158,7 @@ class ChatCompletionRequest(_Generation):
             )
         if self.response_format and self.response_format.get("type", "text") != "text":
             raise ValueError(
-                "response_format: only {\"type\": \"text\"}; this server does not constrain "
+                'response_format: only {"type": "text"}; this server does not constrain '
                 "the output to JSON"
             )
         return self
