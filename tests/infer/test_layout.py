@@ -17,11 +17,11 @@ def test_each_layout_equals_the_linear_it_replaces():
     torch.manual_seed(0)
     for bias in (True, False):
         linear = nn.Linear(48, 24, bias=bias)
-        x = torch.randn(3, 5, 48)
-        for layout in (TransposedLinear, WeightFirstLinear):
-            got = layout(linear)(x)
-            assert got.shape == (3, 5, 24)
-            assert_reordered_close(got, linear(x), [48], scale=linear(x).abs().max() + 1)
+        for x in (torch.randn(3, 5, 48), torch.randn(2, 48)):  # 15 rows; 2 take x W^T
+            for layout in (TransposedLinear, WeightFirstLinear):
+                got = layout(linear)(x)
+                assert got.shape == (*x.shape[:-1], 24)
+                assert_reordered_close(got, linear(x), [48], scale=linear(x).abs().max() + 1)
 
 
 def test_a_model_keeps_its_function_and_its_tied_head():

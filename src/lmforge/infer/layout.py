@@ -10,7 +10,9 @@ gains: bf16 products go to oneDNN, which is already flat in the row count.
 
 A weight shared with another module (a head tied to the embedding) keeps its layout, since a
 transposed copy would double it; its product is taken the other way round, (W x^T)^T, with
-the weight as the left operand: 1.5x faster than x W^T at 8 rows for GPT-2's 50257 x 768 head.
+the weight as the left operand: 1.5x faster than x W^T at 8 rows for GPT-2's 50257 x 768 head,
+and 2x slower at 2 rows, so below 4 rows it is x W^T. `benchmarks/decode_step.py` measures
+both tables.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class TransposedLinear(nn.Module):
         return out.view(*x.shape[:-1], self.out_features)
 
 
+WEIGHT_FIRST_ROWS = 4  # from this many rows (W x^T)^T is the faster order (decode_step.py)
+
+
 class WeightFirstLinear(nn.Module):
     """y = (W x^T)^T + b, with the weight of the nn.Linear it replaces, shared as it was."""
 
@@ -48,9 +53,14 @@ class WeightFirstLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        out = (self.weight.to(x.dtype) @ flat.T).T
-        if self.bias is not None:
-            out = out + self.bias.to(x.dtype)
+        w = self.weight.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if flat.size(0) < WEIGHT_FIRST_ROWS:  # x W^T is as cheap at 1 row, 2x cheaper at 2
+            out = torch.nn.functional.linear(flat, w, bias)
+        else:
+            out = (w @ flat.T).T
+            if bias is not None:
+                out = out + bias
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
