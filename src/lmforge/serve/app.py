@@ -622,15 +622,14 @@ class _Formatter:
         """best_of: of each prompt's choices (settings.n of them, in order), the `n` with
         the highest mean log-probability per generated token, renumbered; ties keep order."""
         per = self.settings.n
+
+        def mean(choice: dict) -> float:
+            tokens = self.tokens.get(choice["index"], [])
+            return sum(c.logprob for c in tokens) / len(tokens) if tokens else -math.inf
+
         out = []
         for p in range(0, len(choices), per):
-            group = choices[p : p + per]
-
-            def mean(choice: dict) -> float:
-                tokens = self.tokens.get(choice["index"], [])
-                return sum(c.logprob for c in tokens) / len(tokens) if tokens else -math.inf
-
-            ranked = sorted(group, key=mean, reverse=True)[:n]
+            ranked = sorted(choices[p : p + per], key=mean, reverse=True)[:n]
             for j, choice in enumerate(ranked):
                 out.append({**choice, "index": p // per * n + j})
         return out

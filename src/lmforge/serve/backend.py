@@ -262,10 +262,12 @@ class Backend:
         def put(event) -> None:
             outbox.put(queue, event)
 
+        scored = [not settings.prompt_logprobs]  # the prompt's scores went out (or none asked)
+
         def scored_prompt(seq: Sequence) -> None:  # once, before the first new text
-            if settings.prompt_logprobs and seq.prompt_choices:
+            if not scored[0]:
+                scored[0] = True
                 put(Piece(index, "", list(seq.prompt_choices), prompt=True))
-                seq.prompt_choices = []
 
         def on_token(seq: Sequence, choice: TokenChoice) -> bool:
             scored_prompt(seq)
